@@ -1,0 +1,1 @@
+"""The `sr3` command line: one module per subcommand."""

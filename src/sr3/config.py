@@ -1,0 +1,212 @@
+"""Typed, frozen run configuration, loaded from YAML or JSON with `key=value` overrides.
+
+Every checkpoint stores the full `Config` as JSON, so a model can always be rebuilt and sampled
+exactly as it was trained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import typing
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from sr3.errors import SR3Error
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """The SR3/BigGAN-style U-Net. `in_channels` counts the noisy image plus any concatenated condition.
+
+    `attn_resolutions` are feature-map sizes at the training resolution `image_size`; the network
+    itself is fully convolutional and runs at any multiple of 2^(len(channel_mults) - 1).
+    """
+
+    image_size: int = 128
+    in_channels: int = 6
+    out_channels: int = 3
+    base_channels: int = 64
+    channel_mults: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 8])
+    num_res_blocks: int = 2
+    attn_resolutions: list[int] = field(default_factory=lambda: [16])
+    attn_head_channels: int = 64
+    dropout: float = 0.0
+    norm_groups: int = 32
+    film: Literal["scale_shift", "additive"] = "scale_shift"
+    num_classes: int = 0
+    augment_embedding: bool = False
+
+
+@dataclass(frozen=True)
+class NoiseConfig:
+    """Training noise schedule (SR3: linear beta, T=2000), parameterisation and loss."""
+
+    schedule: Literal["linear", "cosine"] = "linear"
+    timesteps: int = 2000
+    beta_start: float = 1e-6
+    beta_end: float = 1e-2
+    parameterization: Literal["eps", "x0", "v"] = "eps"
+    loss: Literal["l1", "l2"] = "l1"
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to sample: a sampler by name over a sigma grid of `steps` network evaluations."""
+
+    name: str = "dpmpp_2m"
+    steps: int = 50
+    schedule: Literal["spaced", "karras"] = "karras"
+    eta: float = 0.0
+    sigmas: list[float] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """CDM conditioning augmentation of the low-resolution input (off by default)."""
+
+    noise_max: float = 0.0
+    blur_prob: float = 0.0
+    blur_sigma: list[float] = field(default_factory=lambda: [0.4, 0.6])
+    blur_kernel: int = 3
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How HR images become training pairs: random crops of natural images, or whole aligned faces."""
+
+    mode: Literal["crops", "faces"] = "crops"
+    scale: int = 4
+    hr_size: int = 64
+    channels: int = 3
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation, logging, validation and checkpointing of `sr3 train`."""
+
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-4
+    warmup_steps: int = 1000
+    weight_decay: float = 0.0
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 1000
+    val_images: int = 4
+    val_steps: int = 20
+    checkpoint_every: int = 1000
+    keep_last: int = 3
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything a run needs; the unit of what a checkpoint records."""
+
+    model: UNetConfig = field(default_factory=UNetConfig)
+    noise: NoiseConfig = field(default_factory=NoiseConfig)
+    sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """A plain JSON-ready dict of a config dataclass."""
+    return dataclasses.asdict(cfg)
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "") -> Any:
+    """Build dataclass `cls` from a (possibly partial) nested dict, checking every key and type."""
+    if not isinstance(data, dict):
+        raise SR3Error(f"config section '{where or 'root'}' must be a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else key
+        if key not in names:
+            raise SR3Error(f"unknown config key '{path}'; valid keys: {', '.join(sorted(names))}")
+        kwargs[key] = _coerce(hints[key], value, path)
+    return cls(**kwargs)
+
+
+def _coerce(hint: Any, value: Any, path: str) -> Any:
+    """Check `value` against a field's type hint, converting the few safe cases (int -> float, tuple -> list)."""
+    if dataclasses.is_dataclass(hint):
+        return from_dict(hint, value, path)
+    origin = typing.get_origin(hint)
+    if origin is Literal:
+        options = typing.get_args(hint)
+        if value not in options:
+            raise SR3Error(f"config key '{path}' must be one of {', '.join(map(str, options))}; got {value!r}")
+        return value
+    if origin is list:
+        (item,) = typing.get_args(hint)
+        if not isinstance(value, (list, tuple)):
+            raise SR3Error(f"config key '{path}' must be a list; got {value!r}")
+        return [_coerce(item, v, f"{path}[{i}]") for i, v in enumerate(value)]
+    if hint is float and isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        try:
+            return float(value)  # YAML 1.1 reads "1e-4" (no dot) as a string
+        except ValueError:
+            pass
+    if hint is int and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if hint in (str, bool) and isinstance(value, hint):
+        return value
+    raise SR3Error(f"config key '{path}' must be {getattr(hint, '__name__', hint)}; got {value!r}")
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply `section.key=value` strings (values parsed as YAML) to a nested config dict."""
+    data = json.loads(json.dumps(data))
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise SR3Error(f"override '{item}' must look like section.key=value")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise SR3Error(f"override '{item}': '{part}' is not a config section")
+        node[leaf] = yaml.safe_load(raw)
+    return data
+
+
+def preset_names() -> list[str]:
+    """Names of the config presets shipped in the package (`sr3/configs/*.yaml`)."""
+    return sorted(p.name[:-5] for p in resources.files("sr3.configs").iterdir() if p.name.endswith(".yaml"))
+
+
+def read_config_file(path_or_preset: str) -> dict[str, Any]:
+    """Read a YAML/JSON config file, or a shipped preset by name, into a nested dict."""
+    path = Path(path_or_preset)
+    if path.is_file():
+        text = path.read_text()
+    elif path_or_preset in preset_names():
+        text = resources.files("sr3.configs").joinpath(f"{path_or_preset}.yaml").read_text()
+    else:
+        raise SR3Error(
+            f"config '{path_or_preset}' is neither a file nor a preset; presets: {', '.join(preset_names())}"
+        )
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise SR3Error(f"cannot parse config '{path_or_preset}': {exc}".splitlines()[0]) from None
+    return data
+
+
+def load_config(path_or_preset: str, overrides: list[str] = ()) -> Config:
+    """The `Config` of a file or preset, with overrides applied and every key checked."""
+    return from_dict(Config, apply_overrides(read_config_file(path_or_preset), list(overrides)))

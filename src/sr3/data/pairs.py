@@ -1,0 +1,127 @@
+"""Training pairs made on the fly from a folder of HR images, with data order a pure function of the seed.
+
+Sample number n of a run always yields the same (HR, LR) pair: the image comes from a per-epoch
+permutation seeded by (seed, epoch) and the crop and flip from a generator seeded by (seed, n). This
+makes resuming exact and makes every rank's shard of a global batch well defined.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset
+
+from sr3.config import DataConfig
+from sr3.errors import SR3Error
+from sr3.imaging import imresize, list_images, load_image, to_tensor
+
+
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), so nearby inputs give unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seeded_generator(*values: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers."""
+    return torch.Generator().manual_seed(mix_seed(*values))
+
+
+def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
+    """The LR image of an HR tensor [C, H, W] by MATLAB-compatible antialiased bicubic downscaling."""
+    return imresize(hr, scale=1 / scale).clamp(-1, 1)
+
+
+class SRPairs(Dataset):
+    """(HR, LR) pairs of a folder of HR images: random crops and flips (`crops`) or whole resized faces (`faces`).
+
+    Index with a global sample number; see the module docstring.
+    """
+
+    def __init__(self, folder: str | Path, cfg: DataConfig, seed: int = 0):
+        if cfg.hr_size % cfg.scale:
+            raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
+        self.cfg, self.seed = cfg, seed
+        files = list_images(folder)
+        if cfg.mode == "crops":
+            files = [f for f in files if min(_size(f)) >= cfg.hr_size]
+            if not files:
+                raise SR3Error(f"no image in {folder} is at least {cfg.hr_size} px on its short side")
+        self.files = files
+        self._perm: tuple[int, torch.Tensor] | None = None
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def image_index(self, n: int) -> int:
+        """Which image sample n draws: position n % N of epoch n // N's permutation."""
+        epoch, pos = divmod(n, len(self.files))
+        if self._perm is None or self._perm[0] != epoch:
+            self._perm = (epoch, torch.randperm(len(self.files), generator=seeded_generator(self.seed, epoch)))
+        return int(self._perm[1][pos])
+
+    def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
+        gen = seeded_generator(self.seed, n, 1)
+        img = load_image(self.files[self.image_index(n)])
+        hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._face(img)
+        if torch.rand((), generator=gen) < 0.5:
+            hr = hr.flip(-1)
+        return {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+
+    def centre_pair(self, i: int) -> dict[str, torch.Tensor]:
+        """A fixed pair of image i (centre crop or whole face, no flip), for validation."""
+        img = load_image(self.files[i])
+        if self.cfg.mode == "faces":
+            hr = self._face(img)
+        else:
+            s = self.cfg.hr_size
+            left, top = (img.width - s) // 2, (img.height - s) // 2
+            hr = to_tensor(img.crop((left, top, left + s, top + s)))
+        return {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+
+    def _crop(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
+        s = self.cfg.hr_size
+        top = int(torch.randint(img.height - s + 1, (), generator=gen))
+        left = int(torch.randint(img.width - s + 1, (), generator=gen))
+        return to_tensor(img.crop((left, top, left + s, top + s)))
+
+    def _face(self, img: Image.Image) -> torch.Tensor:
+        """A whole aligned face, centre-cropped to square and resized to hr_size (e.g. 200 -> 128)."""
+        side = min(img.size)
+        left, top = (img.width - side) // 2, (img.height - side) // 2
+        square = to_tensor(img.crop((left, top, left + side, top + side)))
+        if side == self.cfg.hr_size:
+            return square
+        return imresize(square, size=(self.cfg.hr_size, self.cfg.hr_size)).clamp(-1, 1)
+
+
+def _size(path: Path) -> tuple[int, int]:
+    """Image size from the header only; unreadable files are reported by path."""
+    try:
+        with Image.open(path) as img:
+            return img.size
+    except (OSError, SyntaxError) as exc:
+        raise SR3Error(f"cannot read image {path}: {exc}") from None
+
+
+class GlobalBatches:
+    """Infinite batch sampler: lists of global sample numbers for one rank, starting at `start_step`.
+
+    Micro-batch m of optimiser step s on rank r covers samples ((s * accum + m) * world + r) * B + [0, B).
+    """
+
+    def __init__(self, batch: int, accum: int = 1, world: int = 1, rank: int = 0, start_step: int = 0):
+        self.batch, self.accum, self.world, self.rank, self.start_step = batch, accum, world, rank, start_step
+
+    def __iter__(self) -> Iterator[list[int]]:
+        micro = self.start_step * self.accum
+        while True:
+            base = (micro * self.world + self.rank) * self.batch
+            yield list(range(base, base + self.batch))
+            micro += 1

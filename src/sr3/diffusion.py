@@ -1,0 +1,108 @@
+"""The denoiser contract D(x, sigma, cond) -> x0_hat, its parameterisations, and the training loss.
+
+The network sees SR3's variance-preserving input y = sqrt(gamma) y_0 + sqrt(1 - gamma) eps and the
+noise level sqrt(gamma); samplers see the variance-exploding x = y / sqrt(gamma) and sigma. The
+conversions between the two, and between the eps / x0 / v targets, live here and nowhere else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from sr3.config import NoiseConfig
+from sr3.schedules import sample_sqrt_gamma
+
+
+@dataclass
+class Cond:
+    """What a stage is conditioned on: SR3's upsampled low-res image, CDM's class labels and augmentation level."""
+
+    image: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+    aug_level: torch.Tensor | None = None
+
+    def select(self, index: slice | torch.Tensor) -> Cond:
+        """The condition of a sub-batch."""
+        pick = lambda t: None if t is None else t[index]  # noqa: E731
+        return Cond(pick(self.image), pick(self.labels), pick(self.aug_level))
+
+
+def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A per-sample [B] tensor shaped to broadcast over images [B, C, H, W]."""
+    return v.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
+
+
+class Denoiser(nn.Module):
+    """Wraps a network predicting eps, x0 or v into D(x, sigma, cond) -> x0_hat.
+
+    Args:
+        net: called as net(y_and_condition, sqrt_gamma, labels=..., aug_level=...).
+        parameterization: what the network predicts ("eps" as in SR3, "x0" or "v").
+        clip: clamp x0_hat to the data range [-1, 1] (for sampling).
+    """
+
+    def __init__(self, net: nn.Module, parameterization: str = "eps", clip: bool = False):
+        super().__init__()
+        if parameterization not in ("eps", "x0", "v"):
+            raise ValueError(f"unknown parameterization {parameterization!r}")
+        self.net, self.parameterization, self.clip = net, parameterization, clip
+
+    def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        """x0_hat for variance-exploding x = y_0 + sigma * eps, sigma of shape [B]."""
+        sqrt_g = (1 + sigma.to(torch.float64) ** 2).rsqrt().to(torch.float32)
+        y = x * _bcast(sqrt_g, x)
+        out = net_output(self.net, y, sqrt_g, cond).to(x.dtype)
+        x0 = to_x0(out, y, _bcast(sqrt_g, x), self.parameterization)
+        return x0.clamp(-1, 1) if self.clip else x0
+
+
+def net_output(net: nn.Module, y: torch.Tensor, sqrt_gamma: torch.Tensor, cond: Cond) -> torch.Tensor:
+    """The raw network prediction for variance-preserving input y at level sqrt(gamma), condition concatenated."""
+    inp = y if cond.image is None else torch.cat([y, cond.image.to(y.dtype)], dim=1)
+    return net(inp, sqrt_gamma, labels=cond.labels, aug_level=cond.aug_level)
+
+
+def to_x0(out: torch.Tensor, y: torch.Tensor, sqrt_g: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """x0_hat from a network output: eps -> (y - sqrt(1-g) eps) / sqrt(g); v -> sqrt(g) y - sqrt(1-g) v."""
+    sqrt_1mg = (1 - sqrt_g**2).clamp(min=0).sqrt()
+    if parameterization == "eps":
+        return (y - sqrt_1mg * out) / sqrt_g
+    if parameterization == "v":
+        return sqrt_g * y - sqrt_1mg * out
+    return out
+
+
+def training_target(x0: torch.Tensor, eps: torch.Tensor, sqrt_g: torch.Tensor, parameterization: str) -> torch.Tensor:
+    """What the network must predict: eps, x0, or v = sqrt(g) eps - sqrt(1-g) x0 (Salimans & Ho 2022)."""
+    if parameterization == "eps":
+        return eps
+    if parameterization == "v":
+        return sqrt_g * eps - (1 - sqrt_g**2).sqrt() * x0
+    return x0
+
+
+def diffusion_loss(
+    net: nn.Module,
+    x0: torch.Tensor,
+    cond: Cond,
+    gammas: torch.Tensor,
+    cfg: NoiseConfig,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """SR3's objective: E ||f(cond, y_t, gamma) - target||_p with continuous gamma (Saharia et al. Eq. 6).
+
+    Algorithm (SR3 Alg. 1): draw sqrt(gamma) continuously between neighbouring steps, noise x0 to
+    y = sqrt(gamma) x0 + sqrt(1-gamma) eps, predict the target, take the L1 or L2 distance.
+    """
+    b = x0.shape[0]
+    sqrt_g = sample_sqrt_gamma(gammas, b, generator).to(device=x0.device, dtype=torch.float32)
+    eps = torch.randn(x0.shape, generator=generator).to(x0.device)  # CPU draw: identical on every device
+    g = _bcast(sqrt_g, x0)
+    y = g * x0 + (1 - g**2).sqrt() * eps
+    out = net_output(net, y, sqrt_g, cond).float()
+    target = training_target(x0, eps, g, cfg.parameterization)
+    diff = out - target
+    return diff.abs().mean() if cfg.loss == "l1" else diff.pow(2).mean()

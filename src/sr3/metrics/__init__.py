@@ -1,0 +1,1 @@
+"""Image quality metrics as SR papers compute them: PSNR, SSIM, SR3 consistency."""

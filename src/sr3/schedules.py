@@ -1,0 +1,96 @@
+"""Noise schedules and the sigma grids samplers walk.
+
+Notation (SR3, Saharia et al. 2021, arXiv 2104.07636):
+    alpha_t = 1 - beta_t               per-step signal keep
+    gamma_t = prod_{i<=t} alpha_i      DDPM's alpha-bar; y_t = sqrt(gamma) y_0 + sqrt(1 - gamma) eps
+    sigma   = sqrt((1 - gamma) / gamma) the same noise level in variance-exploding form, x = y_t / sqrt(gamma)
+
+Samplers work in sigma (x = y_0 + sigma * eps, as in Karras et al. 2022); the network sees sqrt(gamma).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from sr3.config import NoiseConfig, SamplerConfig
+from sr3.errors import SR3Error
+
+
+def linear_gammas(timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
+    """gamma_1..gamma_T of a linear beta schedule (SR3 trains with T=2000, beta 1e-6 -> 1e-2)."""
+    betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def cosine_gammas(timesteps: int, offset: float = 0.008) -> torch.Tensor:
+    """gamma_1..gamma_T of the cosine schedule (Nichol & Dhariwal 2021), betas capped at 0.999."""
+    t = torch.arange(timesteps + 1, dtype=torch.float64) / timesteps
+    f = torch.cos((t + offset) / (1 + offset) * math.pi / 2) ** 2
+    betas = (1 - f[1:] / f[:-1]).clamp(max=0.999)
+    return torch.cumprod(1.0 - betas, dim=0)
+
+
+def training_gammas(cfg: NoiseConfig) -> torch.Tensor:
+    """The training schedule's gamma_1..gamma_T."""
+    if cfg.schedule == "linear":
+        return linear_gammas(cfg.timesteps, cfg.beta_start, cfg.beta_end)
+    return cosine_gammas(cfg.timesteps)
+
+
+def gamma_to_sigma(gamma: torch.Tensor) -> torch.Tensor:
+    """sigma = sqrt((1 - gamma) / gamma)."""
+    return ((1 - gamma) / gamma).sqrt()
+
+
+def sigma_to_gamma(sigma: torch.Tensor) -> torch.Tensor:
+    """gamma = 1 / (1 + sigma^2)."""
+    return 1 / (1 + sigma**2)
+
+
+def sample_sqrt_gamma(gammas: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """SR3's continuous noise level: t ~ U{1..T}, then sqrt(gamma) ~ U[sqrt(gamma_t), sqrt(gamma_{t-1})].
+
+    Conditioning on this continuous level (WaveGrad style) is what lets one model be sampled with any
+    schedule and number of steps. gamma_0 = 1.
+    """
+    sqrt_g = torch.cat([torch.ones(1, dtype=gammas.dtype), gammas.sqrt()])
+    t = torch.randint(1, len(gammas) + 1, (batch,), generator=generator)
+    u = torch.rand(batch, generator=generator, dtype=gammas.dtype)
+    return sqrt_g[t] + u * (sqrt_g[t - 1] - sqrt_g[t])
+
+
+def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
+    """Karras et al. (2022) grid: uniform in sigma^(1/rho) from sigma_max down to sigma_min."""
+    ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
+    inv_max, inv_min = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+    return (inv_max + ramp * (inv_min - inv_max)) ** rho
+
+
+def _spaced(gammas: torch.Tensor, steps: int) -> torch.Tensor:
+    """`steps` noise levels of a discrete schedule, evenly spaced in t from T down to 1 (trailing spacing)."""
+    t = torch.linspace(len(gammas), 1, steps, dtype=torch.float64).round().long() - 1
+    return gamma_to_sigma(gammas[t])
+
+
+def sampling_sigmas(sampler: SamplerConfig, noise: NoiseConfig) -> torch.Tensor:
+    """Descending sigmas for `sampler.steps` network evaluations, ending in 0.
+
+    The range always matches the training schedule's (sigma at t=T down to t=1), so the first step
+    starts from what the model saw as pure noise. An explicit `sampler.sigmas` list wins.
+    """
+    if sampler.sigmas:
+        sig = torch.tensor(sampler.sigmas, dtype=torch.float64)
+        if (sig <= 0).any() or (sig[1:] >= sig[:-1]).any():
+            raise SR3Error("sampler.sigmas must be positive and strictly decreasing")
+        return torch.cat([sig, sig.new_zeros(1)])
+    if sampler.steps < 1:
+        raise SR3Error(f"sampler.steps must be at least 1; got {sampler.steps}")
+    gammas = training_gammas(noise)
+    if sampler.schedule == "karras":
+        sig_all = gamma_to_sigma(gammas)
+        sig = karras_sigmas(sampler.steps, sigma_min=float(sig_all[0]), sigma_max=float(sig_all[-1]))
+    else:
+        sig = _spaced(gammas, sampler.steps)
+    return torch.cat([sig, sig.new_zeros(1)])

@@ -1,0 +1,1 @@
+"""Training: the Accelerate loop, EMA and periodic validation."""

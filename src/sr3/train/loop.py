@@ -1,0 +1,185 @@
+"""`sr3 train`: the Accelerate training loop (CPU, one GPU, or `accelerate launch` on many).
+
+Every random draw of step s (data, noise levels, noise, dropout) is seeded from (seed, s, rank), and
+the learning rate is a function of s, so a run resumed from a checkpoint continues exactly as if it
+had never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
+from sr3.config import Config, TrainConfig, from_dict, to_dict
+from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
+from sr3.diffusion import Cond, diffusion_loss
+from sr3.errors import SR3Error
+from sr3.models.unet import UNet
+from sr3.pipeline import SR3Pipeline, upsample_condition
+from sr3.schedules import training_gammas
+from sr3.train.ema import EMA
+from sr3.train.validate import ValBatch, sample_metrics, validation_loss
+
+
+def learning_rate(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up to `lr`, then constant (SR3: 10k warm-up steps, then 1e-4)."""
+    return cfg.lr * min(1.0, (step + 1) / max(1, cfg.warmup_steps))
+
+
+def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
+    """The checkpoint to resume from, refusing to overwrite a run or resume with a different model."""
+    ckpts = list_checkpoints(run_dir)
+    if ckpts and not resume:
+        raise SR3Error(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --output")
+    if not ckpts:
+        return None
+    saved = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+    for section in ("model", "noise", "data"):
+        if getattr(saved, section) != getattr(cfg, section):
+            raise SR3Error(f"cannot resume {run_dir}: its '{section}' config differs from the one given")
+    return ckpts[-1]
+
+
+def _write_json_atomic(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+class Trainer:
+    """Owns the model, optimiser, EMA and data of one run; `fit(steps)` trains up to a total step count."""
+
+    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool = False, val_dir=None):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        t = cfg.train
+        if cfg.model.in_channels != cfg.model.out_channels + cfg.data.channels:
+            raise SR3Error(
+                f"model.in_channels must be out_channels + data.channels = {cfg.model.out_channels + cfg.data.channels}"
+                f" for SR (noisy image + upsampled LR); got {cfg.model.in_channels}"
+            )
+        if t.mixed_precision == "fp16" and not torch.cuda.is_available():
+            raise SR3Error("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
+        resume_from = check_run_dir(self.run_dir, cfg, resume)
+        self.data = SRPairs(data_dir, cfg.data, seed=t.seed)
+        val_source = SRPairs(val_dir, cfg.data, seed=t.seed) if val_dir else self.data
+        self.val = ValBatch.from_dataset(val_source, t.val_images)
+
+        self.acc = Accelerator(mixed_precision=t.mixed_precision, log_with="tensorboard", project_dir=str(self.run_dir))
+        torch.manual_seed(t.seed)  # identical initial weights on every rank
+        net = UNet(cfg.model)
+        opt = torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+        self.step, ema_state = 0, None
+        if resume_from is not None:
+            self.step, weights, ema_state = load_train_state(resume_from, opt)
+            net.load_state_dict(weights)
+        self.net, self.opt = self.acc.prepare(net, opt)
+        self.ema = EMA(self.acc.unwrap_model(self.net), t.ema_decay)
+        if ema_state is not None:
+            self.ema.load({k: v.to(self.acc.device) for k, v in ema_state.items()})
+        self.gammas = training_gammas(cfg.noise)
+
+    def _batches(self):
+        t, acc = self.cfg.train, self.acc
+        sampler = GlobalBatches(t.batch_size, t.grad_accum, acc.num_processes, acc.process_index, self.step)
+        return iter(DataLoader(self.data, batch_sampler=sampler, num_workers=self.cfg.data.num_workers))
+
+    def fit(self, steps: int, progress: bool = True) -> Path | None:
+        """Train until `steps` optimiser steps in total; checkpoint, validate and log along the way."""
+        t, acc = self.cfg.train, self.acc
+        if acc.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json_atomic(self.run_dir / "config.json", to_dict(self.cfg))
+        acc.init_trackers("tensorboard")
+        batches, last_ckpt = self._batches(), None
+        running, count, tick = torch.zeros((), device=acc.device), 0, time.perf_counter()
+        bar = tqdm(total=steps, initial=self.step, disable=not (acc.is_main_process and progress), desc="train", unit="step")
+        while self.step < steps:
+            running += self._train_step(batches)
+            count += 1
+            self.step += 1
+            bar.update(1)
+            if self.step % t.log_every == 0 or self.step == steps:
+                loss = acc.gather(running[None] / count).mean().item()
+                seconds = (time.perf_counter() - tick) / count
+                samples = t.batch_size * t.grad_accum * acc.num_processes / seconds
+                self._log({"loss": loss, "lr": learning_rate(self.step - 1, t), "sec_per_step": seconds, "samples_per_sec": samples})
+                bar.set_postfix(loss=f"{loss:.4f}")
+                running, count, tick = torch.zeros((), device=acc.device), 0, time.perf_counter()
+            if self.step % t.val_every == 0 or self.step == steps:
+                self._validate()
+            if self.step % t.checkpoint_every == 0 or self.step == steps:
+                last_ckpt = self._checkpoint()
+        bar.close()
+        acc.end_training()
+        return last_ckpt
+
+    def _train_step(self, batches) -> torch.Tensor:
+        """One optimiser step over `grad_accum` micro-batches; returns the mean loss (on device, no sync)."""
+        t, acc = self.cfg.train, self.acc
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(self.step, t)
+        total = torch.zeros((), device=acc.device)
+        for micro in range(t.grad_accum):
+            batch = next(batches)
+            hr, lr = batch["hr"].to(acc.device), batch["lr"].to(acc.device)
+            torch.manual_seed(mix_seed(t.seed, self.step, micro, acc.process_index))  # dropout
+            gen = seeded_generator(t.seed, self.step, micro, acc.process_index, 2)
+            cond = Cond(image=upsample_condition(lr, self.cfg.data.scale))
+            sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
+            with sync:
+                loss = diffusion_loss(self.net, hr, cond, self.gammas, self.cfg.noise, gen)
+                acc.backward(loss / t.grad_accum)
+            total += loss.detach() / t.grad_accum
+        if t.grad_clip > 0:
+            acc.clip_grad_norm_(self.net.parameters(), t.grad_clip)
+        self.opt.step()
+        self.opt.zero_grad(set_to_none=True)
+        self.ema.update(self.acc.unwrap_model(self.net), self.step)
+        return total
+
+    def ema_pipeline(self) -> SR3Pipeline:
+        """An inference pipeline on the current EMA weights."""
+        net = UNet(self.cfg.model)
+        net.load_state_dict(self.ema.shadow)
+        return SR3Pipeline(net, self.cfg, self.acc.device)
+
+    def _validate(self) -> None:
+        if not self.acc.is_main_process:
+            return
+        pipe = self.ema_pipeline()
+        metrics, grid = sample_metrics(pipe, self.val, self.cfg.train.val_steps)
+        metrics["val_loss"] = validation_loss(pipe.denoiser.net, self.val, self.gammas, self.cfg)
+        (self.run_dir / "samples").mkdir(exist_ok=True)
+        grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")
+        self._log({f"val/{k}": v for k, v in metrics.items()})
+
+    def _checkpoint(self) -> Path | None:
+        path = None
+        if self.acc.is_main_process:
+            path = save_checkpoint(
+                self.run_dir,
+                self.step,
+                self.cfg,
+                self.acc.unwrap_model(self.net).state_dict(),
+                self.ema.shadow,
+                self.opt.optimizer,
+                self.cfg.train.keep_last,
+            )
+        self.acc.wait_for_everyone()
+        return path
+
+    def _log(self, values: dict[str, float]) -> None:
+        self.acc.log(values, step=self.step)
+        if self.acc.is_main_process:
+            with open(self.run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps({"step": self.step, **values}) + "\n")
+

@@ -1,0 +1,57 @@
+"""Periodic validation: loss at fixed noise, sampled SR metrics, and an LR | SR | HR grid image."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from sr3.config import Config
+from sr3.data.pairs import SRPairs
+from sr3.diffusion import Cond, diffusion_loss
+from sr3.metrics.consistency import consistency
+from sr3.metrics.psnr_ssim import psnr, ssim
+from sr3.imaging import to_uint8
+from sr3.pipeline import SR3Pipeline, upsample_condition
+
+
+@dataclasses.dataclass
+class ValBatch:
+    """Fixed validation pairs: centre crops (or whole faces) of the first images, no flips."""
+
+    hr: torch.Tensor
+    lr: torch.Tensor
+
+    @classmethod
+    def from_dataset(cls, data: SRPairs, count: int) -> ValBatch:
+        pairs = [data.centre_pair(i) for i in range(min(count, len(data)))]
+        return cls(torch.stack([p["hr"] for p in pairs]), torch.stack([p["lr"] for p in pairs]))
+
+
+@torch.no_grad()
+def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, cfg: Config, repeats: int = 8) -> float:
+    """Mean training loss over `repeats` fixed draws of noise level and noise (same draws every call)."""
+    gen = torch.Generator().manual_seed(1234)
+    device = next(net.parameters()).device
+    hr, cond = val.hr.to(device), Cond(image=upsample_condition(val.lr.to(device), cfg.data.scale))
+    losses = [diffusion_loss(net, hr, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
+    return float(np.mean(losses))
+
+
+def sample_metrics(pipe: SR3Pipeline, val: ValBatch, steps: int) -> tuple[dict[str, float], Image.Image]:
+    """PSNR/SSIM (Y channel, `scale` border cropped), consistency, and the LR | SR | HR grid of sampled SR."""
+    scale = pipe.scale
+    sr = pipe.super_resolve(val.lr, list(range(len(val.lr))), pipe.sampler_config(steps=steps)).cpu()
+    rows, scores = [], {"psnr_y": [], "ssim_y": [], "consistency": []}
+    for lr, out, hr in zip(val.lr, sr, val.hr):
+        a, b = to_uint8(out), to_uint8(hr)
+        scores["psnr_y"].append(psnr(a, b, crop_border=scale, y_channel=True))
+        scores["ssim_y"].append(ssim(a, b, crop_border=scale, y_channel=True))
+        scores["consistency"].append(consistency(out[None], lr[None], scale))
+        lr_big = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
+        rows.append(np.concatenate([to_uint8(lr_big), a, b], axis=1))
+    grid = Image.fromarray(np.concatenate(rows, axis=0))
+    return {k: float(np.mean(v)) for k, v in scores.items()}, grid
