@@ -69,18 +69,17 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
     return torch.from_numpy(array).permute(2, 0, 1).float() / 127.5 - 1.0
 
 
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """[C, H, W] in [-1, 1] -> HWC uint8 array, rounded as `to_pil` rounds (for metrics on saved pixels)."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
 def to_pil(x: torch.Tensor) -> Image.Image:
     """A tensor [C, H, W] in [-1, 1] (C = 1 or 3) as an 8-bit PIL image; values are clamped and rounded."""
     if x.ndim != 3 or x.shape[0] not in (1, 3):
         raise ValueError(f"to_pil expects a tensor [C, H, W] with C = 1 or 3, got shape {tuple(x.shape)}")
-    pixels = ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).cpu()
-    array = pixels.permute(1, 2, 0).numpy()
+    array = to_uint8(x)
     return Image.fromarray(array[:, :, 0], mode="L") if array.shape[2] == 1 else Image.fromarray(array, mode="RGB")
-
-
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """[C, H, W] in [-1, 1] -> HWC uint8 array, rounded as `to_pil` rounds (for metrics on saved pixels)."""
-    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
 
 
 def mod_crop(img: Image.Image, multiple: int) -> Image.Image:

@@ -20,7 +20,7 @@ from sr3.config import Config, SamplerConfig
 from sr3.diffusion import Cond, Denoiser
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_pil, to_tensor
-from sr3.samplers import PerSampleNoise, initial_noise, run_sampler
+from sr3.samplers import PerSampleNoise, get_sampler, initial_noise, run_sampler
 from sr3.schedules import sampling_sigmas
 
 Progress = Callable[[int], None] | None
@@ -49,6 +49,8 @@ class SR3Pipeline:
     def sampler_config(self, steps: int | None = None, sampler: str | None = None) -> SamplerConfig:
         """The model's configured sampler with optional overrides of the step count and sampler name."""
         cfg = self.cfg.sampler
+        if sampler is not None:
+            get_sampler(sampler)  # fail before any work on an unknown name
         if steps is not None:
             cfg = dataclasses.replace(cfg, steps=steps, sigmas=[])
         if sampler is not None:
@@ -87,15 +89,21 @@ class SR3Pipeline:
 
     def upscale(
         self,
-        image: Image.Image,
+        images: Image.Image | Sequence[Image.Image],
         steps: int | None = None,
         sampler: str | None = None,
-        seed: int = 0,
+        seed: int | Sequence[int] = 0,
         progress: Progress = None,
-    ) -> Image.Image:
-        """Upscale one RGB PIL image by the model's scale."""
-        if min(image.size) < 2:
-            raise SR3Error(f"image of size {image.size} is too small to upscale")
-        lr = to_tensor(image.convert("RGB"))[None]
-        sr = self.super_resolve(lr, [seed], self.sampler_config(steps, sampler), progress)
-        return to_pil(sr[0].cpu())
+    ) -> Image.Image | list[Image.Image]:
+        """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i])."""
+        single = isinstance(images, Image.Image)
+        batch = [images] if single else list(images)
+        seeds = [seed + i for i in range(len(batch))] if isinstance(seed, int) else list(seed)
+        if len({im.size for im in batch}) != 1:
+            raise ValueError("a batch must hold images of one size")
+        if min(batch[0].size) < 2:
+            raise SR3Error(f"image of size {batch[0].size} is too small to upscale")
+        lr = torch.stack([to_tensor(im.convert("RGB")) for im in batch])
+        sr = self.super_resolve(lr, seeds, self.sampler_config(steps, sampler), progress).cpu()
+        out = [to_pil(x) for x in sr]
+        return out[0] if single else out

@@ -70,6 +70,8 @@ def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7
 
 def _spaced(gammas: torch.Tensor, steps: int) -> torch.Tensor:
     """`steps` noise levels of a discrete schedule, evenly spaced in t from T down to 1 (trailing spacing)."""
+    if steps > len(gammas):
+        raise SR3Error(f"the spaced schedule has at most {len(gammas)} steps (the training T); got {steps}")
     t = torch.linspace(len(gammas), 1, steps, dtype=torch.float64).round().long() - 1
     return gamma_to_sigma(gammas[t])
 

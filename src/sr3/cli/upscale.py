@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
@@ -27,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
+    p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -54,24 +56,48 @@ def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
     return [output / rel.with_suffix(".png") for _, rel in items]
 
 
+def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
+    """Groups of up to `size` same-sized images, with their input index (the seed offset) and output path."""
+    by_size: dict[tuple[int, int], list] = {}
+    for i, ((src, _), dst) in enumerate(zip(items, outputs)):
+        image = load_image(src)
+        group = by_size.setdefault(image.size, [])
+        group.append((i, src, image, dst))
+        if len(group) == size:
+            yield by_size.pop(image.size)
+    yield from by_size.values()
+
+
 def run(args: argparse.Namespace) -> None:
     from sr3.pipeline import SR3Pipeline
 
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
+    if args.batch_size < 1:
+        raise SR3Error("--batch-size must be at least 1")
     items = collect_inputs(args.inputs)
     outputs = output_paths(items, Path(args.output))
     pipe = SR3Pipeline.load(args.model, args.device)
     sampler = pipe.sampler_config(args.steps, args.sampler)
-    for i, ((src, _), dst) in enumerate(zip(items, outputs)):
-        image = load_image(src)
-        with tqdm(total=sampler.steps, desc=src.name, unit="step", disable=args.quiet, leave=False) as bar:
-            result = pipe.upscale(image, sampler.steps, sampler.name, seed=args.seed + i, progress=lambda _: bar.update())
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        info = PngInfo()
-        for key, value in {"sr3:model": str(args.model), "sr3:sampler": sampler.name,
-                           "sr3:steps": str(sampler.steps), "sr3:seed": str(args.seed + i)}.items():
-            info.add_text(key, value)
-        result.save(dst, pnginfo=info) if dst.suffix.lower() == ".png" else result.save(dst)
-        if not args.quiet:
-            tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
+    for group in batches(items, outputs, args.batch_size):
+        index, sources, images, targets = zip(*group)
+        desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
+        with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
+            seeds = [args.seed + i for i in index]
+            results = pipe.upscale(list(images), sampler.steps, sampler.name, seeds, progress=lambda _: bar.update())
+        for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
+            save_result(result, dst, {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed})
+            if not args.quiet:
+                tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
+
+
+def save_result(image: Image.Image, path: Path, settings: dict) -> None:
+    """Save an output; PNGs carry the model, sampler, steps and seed as text metadata."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.suffix.lower() != ".png":
+        image.save(path)
+        return
+    info = PngInfo()
+    for key, value in settings.items():
+        info.add_text(f"sr3:{key}", str(value))
+    image.save(path, pnginfo=info)

@@ -73,7 +73,12 @@ class Trainer:
         val_source = SRPairs(val_dir, cfg.data, seed=t.seed) if val_dir else self.data
         self.val = ValBatch.from_dataset(val_source, t.val_images)
 
-        self.acc = Accelerator(mixed_precision=t.mixed_precision, log_with="tensorboard", project_dir=str(self.run_dir))
+        self.acc = Accelerator(
+            cpu=torch.accelerator.current_accelerator() is None,  # lets torchrun-style launches use gloo on CPUs
+            mixed_precision=t.mixed_precision,
+            log_with="tensorboard",
+            project_dir=str(self.run_dir),
+        )
         torch.manual_seed(t.seed)  # identical initial weights on every rank
         net = UNet(cfg.model)
         opt = torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)

@@ -1,0 +1,133 @@
+"""What the benchmark scripts share: their flags, the preset's network, timing, memory and the printed report.
+
+Kept in one place so that every script times, counts memory and prints its figures the same way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import resource
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from sr3.config import Config, load_config, preset_names
+from sr3.errors import SR3Error
+from sr3.models.unet import UNet
+
+DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast, plain float32
+
+
+def parser(description: str, epilog: str) -> argparse.ArgumentParser:
+    """The flags every benchmark takes: which network, at what size, precision, threads and repeats."""
+    p = argparse.ArgumentParser(description=description, epilog=epilog, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--preset", required=True, help=f"config preset or file; presets: {', '.join(preset_names())}")
+    p.add_argument("--resolution", type=int, required=True, help="HR image side in pixels")
+    p.add_argument("--batch", type=int, required=True, help="images per step")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="bf16 runs under torch.autocast")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
+    p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
+    p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary line")
+    return p
+
+
+def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:
+    """Check the flags, set the thread count, load the preset; mistakes raise SR3Error before any work."""
+    if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        raise SR3Error("--batch, --repeats and --threads must be at least 1, --warmup at least 0")
+    cfg = load_config(args.preset)
+    factor = 2 ** (len(cfg.model.channel_mults) - 1)
+    if args.resolution < factor or args.resolution % factor:
+        raise SR3Error(f"--resolution {args.resolution} must be a positive multiple of {factor} for this U-Net")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def build_net(cfg: Config, device: torch.device) -> UNet:
+    """The preset's U-Net on `device`, fp32 weights (autocast handles bf16 as mixed-precision training does)."""
+    return UNet(cfg.model).to(device)
+
+
+def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor | None:
+    """Class labels for a class-conditional preset, else None."""
+    return torch.randint(cfg.model.num_classes, (batch,), device=device) if cfg.model.num_classes else None
+
+
+def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
+    """torch.autocast to the chosen low precision, or nothing for fp32."""
+    low = DTYPES[dtype]
+    return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
+
+
+def sync(device: torch.device) -> None:
+    """Wait for queued GPU work, so wall-clock time covers it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
+    """Median wall-clock seconds of `fn` over `repeats` calls after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    """Start GPU peak-memory tracking afresh (the process's peak RSS cannot be reset)."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak GPU memory allocated by torch on a GPU; otherwise the process's peak resident set size, in MiB."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    kib_or_bytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kib_or_bytes / (2**20 if sys.platform == "darwin" else 2**10)  # macOS reports bytes, Linux KiB
+
+
+def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.Module) -> dict[str, object]:
+    """The fields that say what was measured, on what."""
+    return {
+        "preset": args.preset,
+        "resolution": args.resolution,
+        "batch": args.batch,
+        "dtype": args.dtype,
+        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "params": sum(p.numel() for p in net.parameters()),
+        "repeats": args.repeats,
+        "warmup": args.warmup,
+        "memory": "cuda_max_allocated" if device.type == "cuda" else "max_rss",
+    }
+
+
+def emit(args: argparse.Namespace, record: dict[str, object], line: str) -> None:
+    """Print the record as one JSON object (--json) or the readable one-line summary."""
+    print(json.dumps(record) if args.json else line)
+
+
+def run(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Call a script's main; a user mistake becomes one line on stderr and exit status 2."""
+    try:
+        return main(argv)
+    except SR3Error as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 2

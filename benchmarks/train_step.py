@@ -1,0 +1,83 @@
+"""Time one full training step of a preset: SR3's loss forward and backward, AdamW update, gradients cleared.
+
+Training throughput in samples per second, on random data so that data loading is no part of the figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from harness import (
+    autocast,
+    build_net,
+    common_record,
+    emit,
+    median_seconds,
+    parser,
+    peak_memory_mb,
+    prepare,
+    random_labels,
+    reset_peak_memory,
+    run,
+)
+from sr3.config import Config
+from sr3.diffusion import Cond, diffusion_loss
+from sr3.models.unet import UNet
+from sr3.schedules import training_gammas
+
+EXAMPLES = """examples:
+  python benchmarks/train_step.py --preset sr3-ref-small --resolution 64 --batch 8
+  python benchmarks/train_step.py --preset sr3-ref-faces-16-128 --resolution 128 --batch 1 --dtype bf16 --json"""
+
+
+def train_step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torch.device):
+    """One optimisation step on a fixed random batch, loss under autocast as mixed-precision training runs it."""
+    b, r, m = args.batch, args.resolution, cfg.model
+    t = cfg.train
+    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    gammas = training_gammas(cfg.noise)
+    generator = torch.Generator().manual_seed(0)  # CPU generator: diffusion_loss draws its noise on the CPU
+    x0 = torch.rand(b, m.out_channels, r, r, device=device) * 2 - 1
+    lr_channels = m.in_channels - m.out_channels
+    image = torch.rand(b, lr_channels, r, r, device=device) * 2 - 1 if lr_channels else None
+    cond = Cond(image=image, labels=random_labels(cfg, b, device))
+
+    def step():
+        with autocast(device, args.dtype):
+            loss = diffusion_loss(net, x0, cond, gammas, cfg.noise, generator)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return step
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser(__doc__, EXAMPLES).parse_args(argv)
+    cfg, device = prepare(args)
+    net = build_net(cfg, device).train()
+    reset_peak_memory(device)
+    seconds = median_seconds(train_step_fn(net, cfg, args, device), args.repeats, args.warmup, device)
+    record = common_record(args, device, net) | {
+        "seconds_per_step": seconds,
+        "samples_per_second": args.batch / seconds,
+        "peak_rss_mb": peak_memory_mb(device),
+    }
+    emit(args, record, summary(record))
+    return 0
+
+
+def summary(r: dict) -> str:
+    """The record as one readable line."""
+    return (
+        f"{r['preset']} {r['resolution']}px batch {r['batch']} {r['dtype']} on {r['device']} ({r['threads']} threads): "
+        f"{r['seconds_per_step']:.3f} s/train step, {r['samples_per_second']:.2f} samples/s, "
+        f"{r['params'] / 1e6:.2f} M params, peak memory {r['peak_rss_mb']:.0f} MB"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))

@@ -1,0 +1,40 @@
+"""Shared fixtures: real photos from scikit-image's bundled samples, and tiny configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import skimage.data
+from PIL import Image
+
+from sr3.config import load_config
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+needs_shared = pytest.mark.skipif(not (SHARED_DATA / "T91").is_dir(), reason="shared data sets not present")
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "hubble_deep_field")
+
+
+def photo(name: str = "astronaut") -> Image.Image:
+    """A real RGB photo shipped inside scikit-image."""
+    return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+@pytest.fixture(scope="session")
+def photo_dir(tmp_path_factory) -> Path:
+    """A folder of real photos, downsized to keep tiny training runs fast."""
+    root = tmp_path_factory.mktemp("photos")
+    for name in PHOTOS:
+        img = photo(name)
+        img.resize((img.width // 4, img.height // 4), Image.BICUBIC).save(root / f"{name}.png")
+    return root
+
+
+@pytest.fixture
+def tiny_config():
+    """The `tiny` preset with fast logging, validation and checkpoint intervals."""
+    return load_config(
+        "tiny",
+        ["train.log_every=2", "train.val_every=1000", "train.checkpoint_every=2", "train.keep_last=5"],
+    )

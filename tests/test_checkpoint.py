@@ -1,0 +1,51 @@
+import pytest
+import torch
+
+from sr3.checkpoint import list_checkpoints, load_train_state, load_unet, resolve_weights, save_checkpoint
+from sr3.config import load_config
+from sr3.errors import SR3Error
+from sr3.models.unet import UNet
+
+
+def _save(run, step, cfg, net, opt, keep=3):
+    return save_checkpoint(run, step, cfg, net.state_dict(), net.state_dict(), opt, keep_last=keep)
+
+
+def test_round_trip_restores_weights_and_optimizer(tmp_path):
+    cfg = load_config("tiny")
+    net = UNet(cfg.model)
+    opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
+    net(torch.randn(1, 6, 32, 32), torch.rand(1)).square().mean().backward()
+    opt.step()
+    ckpt = _save(tmp_path, 7, cfg, net, opt)
+    fresh = UNet(cfg.model)
+    fresh_opt = torch.optim.AdamW(fresh.parameters(), lr=1e-3)
+    step, weights, ema = load_train_state(ckpt, fresh_opt)
+    assert step == 7
+    assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+    before, after = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
+    assert before.keys() == after.keys()
+    assert all(torch.equal(before[i][k], after[i][k]) for i in before for k in before[i])
+    loaded, loaded_cfg = load_unet(tmp_path)
+    assert loaded_cfg == cfg and torch.equal(loaded.conv_in.weight, net.conv_in.weight)
+
+
+def test_keep_last_and_unfinished_temp_folders(tmp_path):
+    cfg = load_config("tiny")
+    net = UNet(cfg.model)
+    opt = torch.optim.AdamW(net.parameters())
+    for step in (1, 2, 3, 4):
+        _save(tmp_path, step, cfg, net, opt, keep=2)
+    (tmp_path / "checkpoints" / "step-0000009.tmp-123").mkdir()  # a crash mid-write
+    assert [p.name for p in list_checkpoints(tmp_path)] == ["step-0000003", "step-0000004"]
+    assert resolve_weights(tmp_path).parent.name == "step-0000004"
+
+
+def test_missing_or_foreign_weights_are_user_errors(tmp_path):
+    with pytest.raises(SR3Error, match="not found"):
+        load_unet(tmp_path / "nothing")
+    with pytest.raises(SR3Error, match="no checkpoint"):
+        load_unet(tmp_path)
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
+    with pytest.raises(SR3Error, match="cannot read model weights"):
+        load_unet(tmp_path / "junk.safetensors")

@@ -1,0 +1,78 @@
+import json
+
+import pytest
+from PIL import Image
+
+from sr3.cli.main import main
+
+from conftest import photo
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, photo_dir):
+    run = tmp_path_factory.mktemp("cli") / "run"
+    args = ["train", "--config", "tiny", "--data", str(photo_dir), "--output", str(run), "--steps", "4", "--quiet",
+            "--set", "train.val_every=4", "--set", "train.checkpoint_every=2"]
+    assert main(args) == 0
+    return run
+
+
+def test_train_writes_checkpoints_logs_and_grids(trained_run):
+    assert sorted(p.name for p in (trained_run / "checkpoints").iterdir()) == ["step-0000002", "step-0000004"]
+    assert (trained_run / "samples" / "step-0000004.png").is_file()
+    assert (trained_run / "metrics.jsonl").read_text().count("\n") >= 2
+
+
+def test_upscale_file_and_folder(trained_run, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    photo("chelsea").resize((18, 12)).save(src / "a.png")
+    photo("coffee").resize((18, 12)).convert("L").save(src / "b.jpg")
+    assert main(["upscale", str(src / "a.png"), "-o", str(tmp_path / "a_x4.png"), "--model", str(trained_run),
+                 "--steps", "2", "--seed", "3", "--quiet"]) == 0
+    out = Image.open(tmp_path / "a_x4.png")
+    assert out.size == (72, 48)
+    assert out.text["sr3:seed"] == "3" and out.text["sr3:steps"] == "2"
+    assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(trained_run), "--steps", "2",
+                 "--batch-size", "2", "--quiet"]) == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]
+
+
+def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    photo("astronaut").resize((50, 42)).save(hr / "astro.png")
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(trained_run), "--hr", str(hr), "--scale", "4", "--steps", "2",
+                 "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    keys = {"psnr_y", "ssim_y", "psnr_rgb", "consistency", "n_images"}
+    assert keys <= result.keys() and keys <= result["bicubic"].keys()
+    assert result["n_images"] == 1 and 15 < result["bicubic"]["psnr_y"] < 40
+    assert "bicubic" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["upscale", "missing.png", "-o", "x.png", "--model", "RUN"], "input missing.png does not exist"),
+        (["upscale", "IMG", "-o", "x.png", "--model", "RUN", "--sampler", "nope"], "unknown sampler 'nope'"),
+        (["upscale", "IMG", "-o", "x.png", "--model", "nowhere"], "model nowhere not found"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "2"], "upscales x4, but --scale 2"),
+        (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set", "train.lrr=1"],
+         "unknown config key 'train.lrr'"),
+        (["train", "--config", "nope", "--data", "HRDIR", "--output", "OUT", "--steps", "1"], "neither a file nor a preset"),
+        (["train", "--config", "tiny", "--data", "RUN", "--output", "OUT", "--steps", "1"], "no images"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_path, capsys):
+    img = tmp_path / "img.png"
+    photo().resize((16, 16)).save(img)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    photo().resize((32, 32)).save(hr / "x.png")
+    subst = {"RUN": str(trained_run), "IMG": str(img), "HRDIR": str(hr), "OUT": str(tmp_path / "out")}
+    code = main([subst.get(a, a) for a in argv])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err

@@ -1,0 +1,56 @@
+import pytest
+import torch
+from PIL import Image
+
+from sr3.config import DataConfig
+from sr3.data.pairs import GlobalBatches, SRPairs
+from sr3.errors import SR3Error
+from sr3.imaging import imresize
+
+
+def test_sample_n_is_a_pure_function_of_seed_and_n(photo_dir):
+    cfg = DataConfig(hr_size=32, scale=4)
+    a, b = SRPairs(photo_dir, cfg, seed=1), SRPairs(photo_dir, cfg, seed=1)
+    for n in (0, 5, 17):
+        assert torch.equal(a[n]["hr"], b[n]["hr"])
+    assert not torch.equal(a[0]["hr"], a[1]["hr"])
+    assert not torch.equal(a[0]["hr"], SRPairs(photo_dir, cfg, seed=2)[0]["hr"])
+
+
+def test_each_epoch_visits_every_image_once(photo_dir):
+    data = SRPairs(photo_dir, DataConfig(hr_size=32), seed=0)
+    n = len(data)
+    for epoch in range(2):
+        assert sorted(data.image_index(epoch * n + i) for i in range(n)) == list(range(n))
+
+
+def test_lr_is_matlab_bicubic_of_hr(photo_dir):
+    pair = SRPairs(photo_dir, DataConfig(hr_size=32, scale=4))[3]
+    assert pair["hr"].shape == (3, 32, 32) and pair["lr"].shape == (3, 8, 8)
+    assert torch.allclose(pair["lr"], imresize(pair["hr"], scale=0.25).clamp(-1, 1))
+
+
+def test_faces_mode_resizes_whole_image(tmp_path, photo_dir):
+    Image.open(photo_dir / "astronaut.png").resize((200, 200)).save(tmp_path / "face.jpg")
+    pair = SRPairs(tmp_path, DataConfig(mode="faces", hr_size=128, scale=8))[0]
+    assert pair["hr"].shape == (3, 128, 128) and pair["lr"].shape == (3, 16, 16)
+
+
+def test_global_batches_shard_a_contiguous_range_across_ranks():
+    per_rank = [iter(GlobalBatches(batch=3, accum=2, world=2, rank=r, start_step=5)) for r in range(2)]
+    step5 = [next(it) for _ in range(2) for it in per_rank]  # two micro-batches per rank
+    assert sorted(i for batch in step5 for i in batch) == list(range(5 * 2 * 2 * 3, 6 * 2 * 2 * 3))
+
+
+def test_bad_files_are_reported_by_path(tmp_path, photo_dir):
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    with pytest.raises(SR3Error, match="broken.png"):
+        SRPairs(tmp_path, DataConfig(hr_size=32))
+
+
+def test_images_smaller_than_the_crop_are_refused(tmp_path):
+    Image.new("RGB", (20, 20)).save(tmp_path / "small.png")
+    with pytest.raises(SR3Error, match="at least 32 px"):
+        SRPairs(tmp_path, DataConfig(hr_size=32))
+    with pytest.raises(SR3Error, match="multiple of data.scale"):
+        SRPairs(tmp_path, DataConfig(hr_size=30, scale=4))

@@ -1,0 +1,37 @@
+import pytest
+import torch
+
+from sr3.evaluate import evaluation_pairs, image_scores
+from sr3.imaging import imresize
+
+from conftest import SHARED_DATA, needs_shared, photo
+
+
+def _bicubic_means(pairs, scale):
+    rows = [image_scores(imresize(p.lr, scale=scale).clamp(-1, 1), p.hr, p.lr, scale) for p in pairs]
+    return {k: sum(r[k] for r in rows) / len(rows) for k in rows[0]}
+
+
+@needs_shared
+@pytest.mark.parametrize("lr_dir", ["LRbicx4", None])
+def test_set5_bicubic_matches_the_literature(lr_dir):
+    """Set5 x4 bicubic: 28.42 dB / 0.8104 (Y, 4-px border) as in the SR literature, with given or generated LR."""
+    pairs = evaluation_pairs(SHARED_DATA / "Set5" / "HR", SHARED_DATA / "Set5" / lr_dir if lr_dir else None, 4)
+    means = _bicubic_means(pairs, 4)
+    assert len(pairs) == 5
+    assert means["psnr_y"] == pytest.approx(28.42, abs=0.03)
+    assert means["ssim_y"] == pytest.approx(0.8104, abs=0.002)
+
+
+def test_pairs_from_hr_only_are_mod_cropped(tmp_path):
+    photo("chelsea").crop((0, 0, 103, 70)).save(tmp_path / "cat.png")
+    (pair,) = evaluation_pairs(tmp_path, None, 4)
+    assert pair.hr.shape == (3, 68, 100) and pair.lr.shape == (3, 17, 25)
+
+
+def test_perfect_output_scores():
+    hr = torch.rand(3, 32, 32) * 2 - 1
+    lr = imresize(hr, scale=0.25)
+    scores = image_scores(hr, hr, lr, 4)
+    assert scores["psnr_y"] == float("inf") and scores["ssim_y"] == pytest.approx(1.0)
+    assert scores["consistency"] < 1e-5

@@ -1,0 +1,110 @@
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sr3.checkpoint import list_checkpoints
+from sr3.config import load_config
+from sr3.errors import SR3Error
+from sr3.train.loop import Trainer
+
+
+def _weights(run):
+    ckpt = list_checkpoints(run)[-1]
+    return load_file(ckpt / "train_state.safetensors"), load_file(ckpt / "ema.safetensors")
+
+
+def test_resume_equals_uninterrupted_training(tmp_path, photo_dir, tiny_config):
+    Trainer(tiny_config, photo_dir, tmp_path / "straight").fit(6, progress=False)
+    Trainer(tiny_config, photo_dir, tmp_path / "split").fit(4, progress=False)
+    Trainer(tiny_config, photo_dir, tmp_path / "split", resume=True).fit(6, progress=False)
+    (state_a, ema_a), (state_b, ema_b) = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert state_a.keys() == state_b.keys() and ema_a.keys() == ema_b.keys()
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a), "model/optimizer differ after resume"
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a), "EMA differs after resume"
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
+
+
+def test_gradient_accumulation_trains(tmp_path, photo_dir, tiny_config):
+    cfg = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train, grad_accum=2, batch_size=2))
+    assert Trainer(cfg, photo_dir, tmp_path / "run").fit(2, progress=False).name == "step-0000002"
+
+
+def test_refuses_to_overwrite_or_resume_a_different_model(tmp_path, photo_dir, tiny_config):
+    Trainer(tiny_config, photo_dir, tmp_path / "run").fit(2, progress=False)
+    with pytest.raises(SR3Error, match="--resume"):
+        Trainer(tiny_config, photo_dir, tmp_path / "run")
+    other = load_config("tiny", ["model.base_channels=8"])
+    with pytest.raises(SR3Error, match="'model' config differs"):
+        Trainer(other, photo_dir, tmp_path / "run", resume=True)
+
+
+def test_run_dir_holds_config_logs_grids_and_checkpoints(tmp_path, photo_dir, tiny_config):
+    cfg = load_config("tiny", ["train.val_every=2", "train.log_every=1", "train.checkpoint_every=2"])
+    Trainer(cfg, photo_dir, tmp_path / "run").fit(2, progress=False)
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["data"]["scale"] == 4
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert {"loss", "lr", "sec_per_step"} <= records[0].keys()
+    assert any("val/psnr_y" in r and "val/val_loss" in r for r in records)
+    assert (run / "samples" / "step-0000002.png").is_file()
+    assert list((run / "tensorboard").rglob("events.out.tfevents*"))
+
+
+def test_training_beats_its_untrained_self(tmp_path, photo_dir):
+    cfg = load_config("tiny", ["train.log_every=50", "train.val_every=100000", "train.checkpoint_every=100000",
+                               "train.lr=1e-3", "train.ema_decay=0.9"])
+    trainer = Trainer(cfg, photo_dir, tmp_path / "run")
+    from sr3.train.validate import validation_loss
+
+    before = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
+    trainer.fit(250, progress=False)
+    after = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
+    assert after < 0.8 * before, (before, after)
+
+
+PROBE = textwrap.dedent(
+    """
+    import hashlib, json, sys
+    import torch
+    from sr3.config import load_config
+    from sr3.train.loop import Trainer
+
+    data, run = sys.argv[1], sys.argv[2]
+    cfg = load_config("tiny", ["train.batch_size=2", "train.val_every=1000", "train.checkpoint_every=1000"])
+    trainer = Trainer(cfg, data, run)
+    trainer.fit(3, progress=False)
+    state = trainer.acc.unwrap_model(trainer.net).state_dict()
+    digest = hashlib.sha256(b"".join(state[k].numpy().tobytes() for k in sorted(state))).hexdigest()
+    rank = trainer.acc.process_index
+    json.dump({"rank": rank, "world": trainer.acc.num_processes, "digest": digest}, open(f"{run}/rank{rank}.json", "w"))
+    """
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_process_accelerate_run_keeps_ranks_identical(tmp_path, photo_dir):
+    script = tmp_path / "probe.py"
+    script.write_text(PROBE)
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+           "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", str(_free_port()),
+           str(script), str(photo_dir), str(run)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((run / f"rank{r}.json").read_text()) for r in range(2)]
+    assert [r["world"] for r in ranks] == [2, 2]
+    assert ranks[0]["digest"] == ranks[1]["digest"]
+    assert len(list_checkpoints(run)) == 1
