@@ -62,7 +62,7 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
         (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set", "train.lrr=1"],
          "unknown config key 'train.lrr'"),
         (["train", "--config", "nope", "--data", "HRDIR", "--output", "OUT", "--steps", "1"], "neither a file nor a preset"),
-        (["train", "--config", "tiny", "--data", "RUN", "--output", "OUT", "--steps", "1"], "no images"),
+        (["train", "--config", "tiny", "--data", "EMPTY", "--output", "OUT", "--steps", "1"], "no images"),
     ],
 )
 def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_path, capsys):
@@ -71,7 +71,8 @@ def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_
     hr = tmp_path / "hr"
     hr.mkdir()
     photo().resize((32, 32)).save(hr / "x.png")
-    subst = {"RUN": str(trained_run), "IMG": str(img), "HRDIR": str(hr), "OUT": str(tmp_path / "out")}
+    (tmp_path / "empty").mkdir()
+    subst = {"EMPTY": str(tmp_path / "empty"), "RUN": str(trained_run), "IMG": str(img), "HRDIR": str(hr), "OUT": str(tmp_path / "out")}
     code = main([subst.get(a, a) for a in argv])
     err = capsys.readouterr().err.strip()
     assert code == 2

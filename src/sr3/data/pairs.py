@@ -7,7 +7,7 @@ makes resuming exact and makes every rank's shard of a global batch well defined
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import torch
@@ -39,20 +39,21 @@ def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 class SRPairs(Dataset):
-    """(HR, LR) pairs of a folder of HR images: random crops and flips (`crops`) or whole resized faces (`faces`).
+    """(HR, LR) pairs of one or more folders of HR images: random crops and flips (`crops`) or whole resized faces (`faces`).
 
     Index with a global sample number; see the module docstring.
     """
 
-    def __init__(self, folder: str | Path, cfg: DataConfig, seed: int = 0):
+    def __init__(self, folders: str | Path | Sequence[str | Path], cfg: DataConfig, seed: int = 0):
         if cfg.hr_size % cfg.scale:
             raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
         self.cfg, self.seed = cfg, seed
-        files = list_images(folder)
+        folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
+        files = [f for folder in folders for f in list_images(folder)]
         if cfg.mode == "crops":
             files = [f for f in files if min(_size(f)) >= cfg.hr_size]
             if not files:
-                raise SR3Error(f"no image in {folder} is at least {cfg.hr_size} px on its short side")
+                raise SR3Error(f"no image in {', '.join(map(str, folders))} is at least {cfg.hr_size} px on its short side")
         self.files = files
         self._perm: tuple[int, torch.Tensor] | None = None
 

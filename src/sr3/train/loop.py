@@ -58,7 +58,8 @@ def _write_json_atomic(path: Path, data: dict) -> None:
 class Trainer:
     """Owns the model, optimiser, EMA and data of one run; `fit(steps)` trains up to a total step count."""
 
-    def __init__(self, cfg: Config, data_dir: str | Path, run_dir: str | Path, resume: bool = False, val_dir=None):
+    def __init__(self, cfg: Config, data_dir, run_dir: str | Path, resume: bool = False, val_dir=None):
+        """`data_dir`: one folder of HR images or a list of them; `val_dir`: optional HR validation folder."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         t = cfg.train
         if cfg.model.in_channels != cfg.model.out_channels + cfg.data.channels:

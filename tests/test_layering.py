@@ -1,0 +1,44 @@
+"""Dependencies run one way: math, then models, then training and pipelines, then the CLI."""
+
+import ast
+from pathlib import Path
+
+SRC = Path(__file__).resolve().parents[1] / "src" / "sr3"
+
+LAYERS = {
+    "errors": 0, "config": 0,
+    "imaging": 1, "schedules": 1,
+    "models": 2, "diffusion": 2,
+    "samplers": 3, "data": 3, "metrics": 3,
+    "checkpoint": 4,
+    "pipeline": 5,
+    "evaluate": 6, "train": 6,
+    "cli": 7,
+}
+
+
+def _top(module_path: Path) -> str:
+    rel = module_path.relative_to(SRC)
+    return rel.parts[0].removesuffix(".py")
+
+
+def _imports(path: Path):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("sr3."):
+            yield node.module.split(".")[1]
+        elif isinstance(node, ast.Import):
+            yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("sr3."))
+
+
+def test_every_import_points_down_and_peers_stay_apart():
+    bad = []
+    for path in SRC.rglob("*.py"):
+        if path.name == "__init__.py" and path.parent == SRC:
+            continue
+        here = _top(path)
+        for target in _imports(path):
+            if target == here:
+                continue
+            if LAYERS[target] > LAYERS[here] or (LAYERS[target] == LAYERS[here] and LAYERS[here] > 0):
+                bad.append(f"{path.relative_to(SRC)} imports sr3.{target}")
+    assert not bad, bad
