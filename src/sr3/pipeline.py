@@ -22,6 +22,7 @@ from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_pil, to_tensor
 from sr3.samplers import PerSampleNoise, get_sampler, initial_noise, run_sampler
 from sr3.schedules import sampling_sigmas
+from sr3.tiling import TiledDenoiser
 
 Progress = Callable[[int], None] | None
 
@@ -64,11 +65,13 @@ class SR3Pipeline:
         seeds: Sequence[int],
         sampler: SamplerConfig | None = None,
         progress: Progress = None,
+        tile: int | None = None,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
         The LR batch is reflect-padded so the HR size is a multiple of the U-Net's downscale factor,
-        and the result cropped back.
+        and the result cropped back. `tile` (LR pixels) bounds the network's input size: larger images
+        are denoised as overlapping tiles blended at every step (see `sr3.tiling`).
         """
         sampler = sampler or self.cfg.sampler
         if len(seeds) != lr.shape[0]:
@@ -84,7 +87,11 @@ class SR3Pipeline:
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
         noise = PerSampleNoise(seeds, self.device)
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
-        x = run_sampler(sampler.name, self.denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        denoiser = self.denoiser
+        if tile is not None:
+            tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
+            denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
+        x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 
     def upscale(
@@ -94,6 +101,7 @@ class SR3Pipeline:
         sampler: str | None = None,
         seed: int | Sequence[int] = 0,
         progress: Progress = None,
+        tile: int | None = None,
     ) -> Image.Image | list[Image.Image]:
         """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i])."""
         single = isinstance(images, Image.Image)
@@ -104,6 +112,6 @@ class SR3Pipeline:
         if min(batch[0].size) < 2:
             raise SR3Error(f"image of size {batch[0].size} is too small to upscale")
         lr = torch.stack([to_tensor(im.convert("RGB")) for im in batch])
-        sr = self.super_resolve(lr, seeds, self.sampler_config(steps, sampler), progress).cpu()
+        sr = self.super_resolve(lr, seeds, self.sampler_config(steps, sampler), progress, tile).cpu()
         out = [to_pil(x) for x in sr]
         return out[0] if single else out

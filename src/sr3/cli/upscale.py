@@ -28,6 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
+    p.add_argument("--tile", type=int, help="process images larger than this many input pixels as blended overlapping tiles")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -73,6 +74,8 @@ def run(args: argparse.Namespace) -> None:
 
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
+    if args.tile is not None and args.tile < 8:
+        raise SR3Error("--tile must be at least 8 input pixels")
     if args.batch_size < 1:
         raise SR3Error("--batch-size must be at least 1")
     items = collect_inputs(args.inputs)
@@ -84,7 +87,7 @@ def run(args: argparse.Namespace) -> None:
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
-            results = pipe.upscale(list(images), sampler.steps, sampler.name, seeds, progress=lambda _: bar.update())
+            results = pipe.upscale(list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile)
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
             save_result(result, dst, {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed})
             if not args.quiet:

@@ -50,8 +50,9 @@ class SRPairs(Dataset):
         self.cfg, self.seed = cfg, seed
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         files = [f for folder in folders for f in list_images(folder)]
+        sizes = [_size(f) for f in files]  # every header read now: a bad file is named before training starts
         if cfg.mode == "crops":
-            files = [f for f in files if min(_size(f)) >= cfg.hr_size]
+            files = [f for f, size in zip(files, sizes) if min(size) >= cfg.hr_size]
             if not files:
                 raise SR3Error(f"no image in {', '.join(map(str, folders))} is at least {cfg.hr_size} px on its short side")
         self.files = files
