@@ -9,7 +9,7 @@ LAYERS = {
     "errors": 0, "config": 0,
     "imaging": 1, "schedules": 1,
     "models": 2, "diffusion": 2,
-    "samplers": 3, "data": 3, "metrics": 3, "tiling": 3,
+    "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "conditioning": 3,
     "checkpoint": 4,
     "pipeline": 5,
     "evaluate": 6, "train": 6,

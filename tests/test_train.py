@@ -108,3 +108,11 @@ def test_two_process_accelerate_run_keeps_ranks_identical(tmp_path, photo_dir):
     assert [r["world"] for r in ranks] == [2, 2]
     assert ranks[0]["digest"] == ranks[1]["digest"]
     assert len(list_checkpoints(run)) == 1
+
+
+def test_training_with_conditioning_augmentation(tmp_path, photo_dir):
+    cfg = load_config("tiny", ["model.augment_embedding=true", "augment.noise_max=0.3", "augment.blur_prob=0.5",
+                               "train.checkpoint_every=2", "train.val_every=2"])
+    assert Trainer(cfg, photo_dir, tmp_path / "run").fit(2, progress=False).name == "step-0000002"
+    with pytest.raises(SR3Error, match="augment_embedding"):
+        Trainer(load_config("tiny", ["augment.noise_max=0.3"]), photo_dir, tmp_path / "other")

@@ -19,17 +19,13 @@ from sr3.checkpoint import load_unet
 from sr3.config import Config, SamplerConfig
 from sr3.diffusion import Cond, Denoiser
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, to_pil, to_tensor
+from sr3.conditioning import noise_augment, upsample
+from sr3.imaging import to_pil, to_tensor
 from sr3.samplers import PerSampleNoise, get_sampler, initial_noise, run_sampler
-from sr3.schedules import sampling_sigmas
+from sr3.schedules import sampling_sigmas, training_gammas
 from sr3.tiling import TiledDenoiser
 
 Progress = Callable[[int], None] | None
-
-
-def upsample_condition(lr: torch.Tensor, scale: int) -> torch.Tensor:
-    """SR3's condition: the LR image upsampled to the target size by (MATLAB-compatible) bicubic."""
-    return imresize(lr, scale=scale)
 
 
 class SR3Pipeline:
@@ -66,12 +62,14 @@ class SR3Pipeline:
         sampler: SamplerConfig | None = None,
         progress: Progress = None,
         tile: int | None = None,
+        aug_level: float = 0.0,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
         The LR batch is reflect-padded so the HR size is a multiple of the U-Net's downscale factor,
         and the result cropped back. `tile` (LR pixels) bounds the network's input size: larger images
-        are denoised as overlapping tiles blended at every step (see `sr3.tiling`).
+        are denoised as overlapping tiles blended at every step (see `sr3.tiling`). `aug_level` > 0
+        noises the condition to that level first (CDM's conditioning augmentation at sampling time).
         """
         sampler = sampler or self.cfg.sampler
         if len(seeds) != lr.shape[0]:
@@ -83,9 +81,9 @@ class SR3Pipeline:
         if pad_h or pad_w:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
-        cond = Cond(image=upsample_condition(lr, self.scale))
-        sigmas = sampling_sigmas(sampler, self.cfg.noise)
         noise = PerSampleNoise(seeds, self.device)
+        cond = self.condition(lr, aug_level, noise)
+        sigmas = sampling_sigmas(sampler, self.cfg.noise)
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
         denoiser = self.denoiser
         if tile is not None:
@@ -93,6 +91,19 @@ class SR3Pipeline:
             denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
         x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
+
+    def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise) -> Cond:
+        """The upsampled LR condition, noised to `aug_level` (a fraction of T) for augmentation-aware models."""
+        image = upsample(lr, self.scale)
+        if aug_level == 0:
+            return Cond(image=image)
+        if not self.cfg.model.augment_embedding:
+            raise SR3Error("this model was not trained with conditioning augmentation; aug_level must be 0")
+        if not 0 < aug_level <= 1:
+            raise SR3Error(f"aug_level must be in [0, 1]; got {aug_level}")
+        level = torch.full((lr.shape[0],), aug_level, dtype=torch.float64)
+        image = noise_augment(image, level, training_gammas(self.cfg.noise), noise(image))
+        return Cond(image=image, aug_level=level.float().to(image.device))
 
     def upscale(
         self,

@@ -21,10 +21,11 @@ from tqdm.auto import tqdm
 from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
 from sr3.config import Config, TrainConfig, from_dict, to_dict
 from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
-from sr3.diffusion import Cond, diffusion_loss
+from sr3.conditioning import training_condition
+from sr3.diffusion import diffusion_loss
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
-from sr3.pipeline import SR3Pipeline, upsample_condition
+from sr3.pipeline import SR3Pipeline
 from sr3.schedules import training_gammas
 from sr3.train.ema import EMA
 from sr3.train.validate import ValBatch, sample_metrics, validation_loss
@@ -67,6 +68,8 @@ class Trainer:
                 f"model.in_channels must be out_channels + data.channels = {cfg.model.out_channels + cfg.data.channels}"
                 f" for SR (noisy image + upsampled LR); got {cfg.model.in_channels}"
             )
+        if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
+            raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise SR3Error("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
         resume_from = check_run_dir(self.run_dir, cfg, resume)
@@ -139,7 +142,7 @@ class Trainer:
             hr, lr = batch["hr"].to(acc.device), batch["lr"].to(acc.device)
             torch.manual_seed(mix_seed(t.seed, self.step, micro, acc.process_index))  # dropout
             gen = seeded_generator(t.seed, self.step, micro, acc.process_index, 2)
-            cond = Cond(image=upsample_condition(lr, self.cfg.data.scale))
+            cond = training_condition(lr, self.cfg.data.scale, self.cfg.augment, self.gammas, gen)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
                 loss = diffusion_loss(self.net, hr, cond, self.gammas, self.cfg.noise, gen)

@@ -11,11 +11,12 @@ from PIL import Image
 
 from sr3.config import Config
 from sr3.data.pairs import SRPairs
+from sr3.conditioning import upsample
 from sr3.diffusion import Cond, diffusion_loss
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.imaging import to_uint8
-from sr3.pipeline import SR3Pipeline, upsample_condition
+from sr3.pipeline import SR3Pipeline
 
 
 @dataclasses.dataclass
@@ -36,7 +37,7 @@ def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, c
     """Mean training loss over `repeats` fixed draws of noise level and noise (same draws every call)."""
     gen = torch.Generator().manual_seed(1234)
     device = next(net.parameters()).device
-    hr, cond = val.hr.to(device), Cond(image=upsample_condition(val.lr.to(device), cfg.data.scale))
+    hr, cond = val.hr.to(device), Cond(image=upsample(val.lr.to(device), cfg.data.scale))
     losses = [diffusion_loss(net, hr, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
     return float(np.mean(losses))
 

@@ -1,0 +1,59 @@
+"""What an SR stage is conditioned on: SR3's upsampled LR image and CDM's conditioning augmentation.
+
+SR3 (Saharia et al. 2021): the LR image is upsampled bicubically and concatenated with the noisy image.
+CDM (Ho et al. 2021, Sec. 4.1): during training the conditioning image is corrupted, with Gaussian
+noise by the forward process at a random level s that the network is told (low-resolution stages), or
+with a random Gaussian blur (high-resolution stages), so the stage tolerates the artefacts of the
+stage below it. The augmentation level s is a fraction of the training schedule: s = t / T.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from sr3.config import AugmentConfig
+from sr3.diffusion import Cond
+from sr3.imaging import gaussian_blur, imresize
+
+
+def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """SR3's condition: the LR image upsampled to the target size by (MATLAB-compatible) bicubic."""
+    return imresize(lr, scale=scale)
+
+
+def level_gamma(level: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    """gamma at the continuous time t = level * T of a training schedule (log-linear between steps; gamma(0) = 1)."""
+    log_g = torch.cat([gammas.new_zeros(1), gammas.log()])
+    pos = level.to(gammas.device, torch.float64).clamp(0, 1) * len(gammas)
+    lo = pos.floor().long().clamp(max=len(gammas) - 1)
+    frac = pos - lo
+    return (log_g[lo] * (1 - frac) + log_g[lo + 1] * frac).exp()
+
+
+def noise_augment(image: torch.Tensor, level: torch.Tensor, gammas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+    """CDM's Gaussian conditioning augmentation: the forward process z_s = sqrt(gamma_s) x + sqrt(1 - gamma_s) eps."""
+    g = level_gamma(level, gammas).to(image.device, image.dtype).view(-1, *([1] * (image.ndim - 1)))
+    return g.sqrt() * image + (1 - g).sqrt() * noise
+
+
+def blur_augment(lr: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+    """CDM's blur augmentation: with probability `blur_prob` a sample is blurred with sigma ~ U(blur_sigma)."""
+    b = lr.shape[0]
+    chosen = torch.rand(b, generator=generator) < cfg.blur_prob
+    lo, hi = cfg.blur_sigma
+    sigma = (lo + (hi - lo) * torch.rand(b, generator=generator)) * chosen
+    return gaussian_blur(lr, sigma.to(lr.device), cfg.blur_kernel)
+
+
+def training_condition(
+    lr: torch.Tensor, scale: int, cfg: AugmentConfig, gammas: torch.Tensor, generator: torch.Generator
+) -> Cond:
+    """The condition of a training batch: blur (if enabled) at low resolution, upsample, noise (if enabled)."""
+    if cfg.blur_prob > 0:
+        lr = blur_augment(lr, cfg, generator)
+    image = upsample(lr, scale)
+    if cfg.noise_max <= 0:
+        return Cond(image=image)
+    level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
+    eps = torch.randn(image.shape, generator=generator).to(image.device)
+    return Cond(image=noise_augment(image, level, gammas, eps), aug_level=level.float().to(image.device))
