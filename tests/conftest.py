@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import skimage.data
+import torch
 from PIL import Image
 
 from sr3.config import load_config
@@ -19,6 +21,13 @@ PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "immunohistochemistry", "h
 def photo(name: str = "astronaut") -> Image.Image:
     """A real RGB photo shipped inside scikit-image."""
     return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
+
+
+@pytest.fixture(autouse=True)
+def _seeded():
+    """Every test starts from the same global RNG state, so none depends on the order tests run in."""
+    torch.manual_seed(0)
+    np.random.seed(0)
 
 
 @pytest.fixture(scope="session")
