@@ -63,6 +63,15 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
          "unknown config key 'train.lrr'"),
         (["train", "--config", "nope", "--data", "HRDIR", "--output", "OUT", "--steps", "1"], "neither a file nor a preset"),
         (["train", "--config", "tiny", "--data", "EMPTY", "--output", "OUT", "--steps", "1"], "no images"),
+        (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set",
+          "train.batch_size=0"], "'train.batch_size' must be in [1, inf]"),
+        (["train", "--config", "tiny", "--data", "HRDIR", "--output", "IMG", "--steps", "1"], "is a file"),
+        (["train", "--config", "tiny", "--data", "HRDIR", "--output", "RUN", "--steps", "2", "--resume"],
+         "not beyond the run's current step 4"),
+        (["upscale", "IMG", "-o", "x.png", "--model", "RUN", "--device", "nope"], "unknown device 'nope'"),
+        (["upscale", "IMG", "IMG", "-o", "OUT", "--model", "RUN"], "would both be written to"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--lr", "LR8", "--scale", "4"], "wrong --scale?"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--json", "OUT/x.json"], "cannot write --json"),
     ],
 )
 def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_path, capsys):
@@ -72,7 +81,9 @@ def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_
     hr.mkdir()
     photo().resize((32, 32)).save(hr / "x.png")
     (tmp_path / "empty").mkdir()
-    subst = {"EMPTY": str(tmp_path / "empty"), "RUN": str(trained_run), "IMG": str(img), "HRDIR": str(hr), "OUT": str(tmp_path / "out")}
+    (tmp_path / "lr8").mkdir()
+    photo().resize((4, 4)).save(tmp_path / "lr8" / "x.png")
+    subst = {"LR8": str(tmp_path / "lr8"), "EMPTY": str(tmp_path / "empty"), "RUN": str(trained_run), "IMG": str(img), "HRDIR": str(hr), "OUT": str(tmp_path / "out")}
     code = main([subst.get(a, a) for a in argv])
     err = capsys.readouterr().err.strip()
     assert code == 2

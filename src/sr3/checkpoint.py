@@ -121,5 +121,8 @@ def load_unet(path: str | Path) -> tuple[UNet, Config]:
     """A U-Net in eval mode with the EMA weights of a run, checkpoint or weights file, and its config."""
     cfg, weights, _ = read_weights(path)
     net = UNet(cfg.model)
-    net.load_state_dict({k: v.float() for k, v in weights.items()})
+    try:
+        net.load_state_dict({k: v.float() for k, v in weights.items()})
+    except RuntimeError:
+        raise SR3Error(f"{resolve_weights(path)} does not hold the EMA weights of its config's U-Net") from None
     return net.eval(), cfg

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -82,8 +83,7 @@ class DataConfig:
     mode: Literal["crops", "faces"] = "crops"
     scale: int = 4
     hr_size: int = 64
-    channels: int = 3
-    num_workers: int = 0
+    channels: Literal[3] = 3
 
 
 @dataclass(frozen=True)
@@ -100,6 +100,7 @@ class TrainConfig:
     ema_decay: float = 0.9999
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
+    num_workers: int = 0
     log_every: int = 50
     val_every: int = 1000
     val_images: int = 4
@@ -118,6 +119,58 @@ class Config:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# Bounds of numeric keys, checked when a config is built: (section, key) -> (low, high), inclusive.
+BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
+    ("model", "base_channels"): (1, math.inf),
+    ("model", "num_res_blocks"): (1, math.inf),
+    ("model", "attn_head_channels"): (1, math.inf),
+    ("model", "norm_groups"): (1, math.inf),
+    ("model", "dropout"): (0, 0.99),
+    ("model", "num_classes"): (0, math.inf),
+    ("noise", "timesteps"): (1, math.inf),
+    ("noise", "beta_start"): (1e-12, 0.999),
+    ("noise", "beta_end"): (1e-12, 0.999),
+    ("sampler", "steps"): (1, math.inf),
+    ("sampler", "eta"): (0, 1),
+    ("augment", "noise_max"): (0, 1),
+    ("augment", "blur_prob"): (0, 1),
+    ("augment", "blur_kernel"): (1, 31),
+    ("data", "scale"): (1, 64),
+    ("data", "hr_size"): (8, math.inf),
+    ("train", "batch_size"): (1, math.inf),
+    ("train", "grad_accum"): (1, math.inf),
+    ("train", "lr"): (1e-12, 1),
+    ("train", "warmup_steps"): (0, math.inf),
+    ("train", "weight_decay"): (0, math.inf),
+    ("train", "grad_clip"): (0, math.inf),
+    ("train", "ema_decay"): (0, 1),
+    ("train", "num_workers"): (0, 256),
+    ("train", "log_every"): (1, math.inf),
+    ("train", "val_every"): (1, math.inf),
+    ("train", "val_images"): (1, math.inf),
+    ("train", "val_steps"): (1, math.inf),
+    ("train", "checkpoint_every"): (1, math.inf),
+    ("train", "keep_last"): (0, math.inf),
+}
+
+
+def check_bounds(cfg: Config) -> Config:
+    """Raise SR3Error for any value out of its range (zero steps, negative rates, empty lists...)."""
+    for (section, key), (low, high) in BOUNDS.items():
+        value = getattr(getattr(cfg, section), key)
+        if not low <= value <= high:
+            raise SR3Error(f"config key '{section}.{key}' must be in [{low}, {high}]; got {value}")
+    m = cfg.model
+    if not m.channel_mults or min(m.channel_mults) < 1:
+        raise SR3Error(f"model.channel_mults must be a non-empty list of positive ints; got {m.channel_mults}")
+    if cfg.augment.blur_kernel % 2 == 0:
+        raise SR3Error(f"augment.blur_kernel must be odd; got {cfg.augment.blur_kernel}")
+    lo, hi = (cfg.augment.blur_sigma + [0, 0])[:2]
+    if len(cfg.augment.blur_sigma) != 2 or not 0 < lo <= hi:
+        raise SR3Error(f"augment.blur_sigma must be [low, high] with 0 < low <= high; got {cfg.augment.blur_sigma}")
+    return cfg
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -209,4 +262,4 @@ def read_config_file(path_or_preset: str) -> dict[str, Any]:
 
 def load_config(path_or_preset: str, overrides: list[str] = ()) -> Config:
     """The `Config` of a file or preset, with overrides applied and every key checked."""
-    return from_dict(Config, apply_overrides(read_config_file(path_or_preset), list(overrides)))
+    return check_bounds(from_dict(Config, apply_overrides(read_config_file(path_or_preset), list(overrides))))

@@ -52,7 +52,7 @@ class Denoiser(nn.Module):
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """x0_hat for variance-exploding x = y_0 + sigma * eps, sigma of shape [B]."""
-        sqrt_g = (1 + sigma.to(torch.float64) ** 2).rsqrt().to(torch.float32)
+        sqrt_g = (1 + sigma.float() ** 2).rsqrt()
         y = x * _bcast(sqrt_g, x)
         out = net_output(self.net, y, sqrt_g, cond).to(x.dtype)
         x0 = to_x0(out, y, _bcast(sqrt_g, x), self.parameterization)

@@ -42,8 +42,13 @@ def evaluation_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) 
                 raise SR3Error(f"no LR image named {hr_path.stem}.* in {lr_dir}")
             lr = to_tensor(load_image(lr_files[hr_path.stem]))
             h, w = lr.shape[1] * scale, lr.shape[2] * scale
-            if h > hr_img.height or w > hr_img.width:
-                raise SR3Error(f"LR {lr_files[hr_path.stem]} x{scale} is larger than HR {hr_path}; wrong --scale?")
+            # HR may only lose its last rows/columns to the crop: fewer than `scale`, or 12 for "GTmod12" sets
+            slack = max(scale, 12)
+            if not (0 <= hr_img.height - h < slack and 0 <= hr_img.width - w < slack):
+                raise SR3Error(
+                    f"LR {lr_files[hr_path.stem]} ({lr.shape[2]}x{lr.shape[1]}) x{scale} does not match HR {hr_path}"
+                    f" ({hr_img.width}x{hr_img.height}); wrong --scale?"
+                )
             hr = to_tensor(hr_img.crop((0, 0, w, h)))
         else:
             hr = to_tensor(mod_crop(hr_img, scale))

@@ -28,11 +28,23 @@ from sr3.tiling import TiledDenoiser
 Progress = Callable[[int], None] | None
 
 
+def resolve_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists here, or an SR3Error naming the problem."""
+    try:
+        device = torch.device(device)
+    except RuntimeError:
+        raise SR3Error(f"unknown device '{device}'") from None
+    accelerator = torch.accelerator.current_accelerator()
+    if device.type != "cpu" and (accelerator is None or accelerator.type != device.type):
+        raise SR3Error(f"device '{device}' is not available on this machine")
+    return device
+
+
 class SR3Pipeline:
     """A trained SR3 denoiser plus the config it was trained with."""
 
     def __init__(self, net: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu"):
-        self.cfg, self.device = cfg, torch.device(device)
+        self.cfg, self.device = cfg, resolve_device(device)
         self.denoiser = Denoiser(net, cfg.noise.parameterization, clip=True).to(self.device).eval()
         self.scale = cfg.data.scale
         self.multiple = net.downscale_factor

@@ -50,10 +50,11 @@ def sigma_to_gamma(sigma: torch.Tensor) -> torch.Tensor:
 
 
 def sample_sqrt_gamma(gammas: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """SR3's continuous noise level: t ~ U{1..T}, then sqrt(gamma) ~ U[sqrt(gamma_t), sqrt(gamma_{t-1})].
+    """Continuous noise level: t ~ U{1..T}, then sqrt(gamma) ~ U[sqrt(gamma_t), sqrt(gamma_{t-1})].
 
-    Conditioning on this continuous level (WaveGrad style) is what lets one model be sampled with any
-    schedule and number of steps. gamma_0 = 1.
+    SR3 (Sec. 2.4) draws gamma itself in that interval; like WaveGrad and the common SR3 reproduction we
+    draw sqrt(gamma). Either way, conditioning on a continuous level is what lets one model be sampled
+    with any schedule and number of steps. gamma_0 = 1.
     """
     sqrt_g = torch.cat([torch.ones(1, dtype=gammas.dtype), gammas.sqrt()])
     t = torch.randint(1, len(gammas) + 1, (batch,), generator=generator)

@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> None:
     from sr3.evaluate import evaluate, evaluation_pairs
     from sr3.pipeline import SR3Pipeline
 
+    if args.json and not Path(args.json).resolve().parent.is_dir() or args.json and Path(args.json).is_dir():
+        raise SR3Error(f"cannot write --json {args.json}: its folder does not exist or it is a folder")
     pipe = SR3Pipeline.load(args.model, args.device)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")

@@ -50,11 +50,17 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
 
 def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
     """A single image goes to `output` when it has an image extension; otherwise into the folder `output`."""
-    if len(items) == 1 and output.suffix.lower() in IMAGE_EXTENSIONS:
+    if len(items) == 1 and output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir():
         return [output]
     if output.is_file():
         raise SR3Error(f"output {output} is a file, but several images need a folder")
-    return [output / rel.with_suffix(".png") for _, rel in items]
+    paths = [output / rel.with_suffix(".png") for _, rel in items]
+    seen: dict[Path, Path] = {}
+    for (src, _), dst in zip(items, paths):
+        if dst in seen:
+            raise SR3Error(f"{seen[dst]} and {src} would both be written to {dst}")
+        seen[dst] = src
+    return paths
 
 
 def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
@@ -80,6 +86,8 @@ def run(args: argparse.Namespace) -> None:
         raise SR3Error("--batch-size must be at least 1")
     items = collect_inputs(args.inputs)
     outputs = output_paths(items, Path(args.output))
+    for src, _ in items:  # every input readable before the model loads and any output is written
+        load_image(src)
     pipe = SR3Pipeline.load(args.model, args.device)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     for group in batches(items, outputs, args.batch_size):
@@ -96,11 +104,11 @@ def run(args: argparse.Namespace) -> None:
 
 def save_result(image: Image.Image, path: Path, settings: dict) -> None:
     """Save an output; PNGs carry the model, sampler, steps and seed as text metadata."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix.lower() != ".png":
-        image.save(path)
-        return
     info = PngInfo()
     for key, value in settings.items():
         info.add_text(f"sr3:{key}", str(value))
-    image.save(path, pnginfo=info)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        image.save(path, pnginfo=info) if path.suffix.lower() == ".png" else image.save(path)
+    except (OSError, ValueError) as exc:
+        raise SR3Error(f"cannot write {path}: {exc}") from None

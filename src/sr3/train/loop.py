@@ -26,6 +26,7 @@ from sr3.diffusion import diffusion_loss
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
+from sr3.samplers import get_sampler
 from sr3.schedules import training_gammas
 from sr3.train.ema import EMA
 from sr3.train.validate import ValBatch, sample_metrics, validation_loss
@@ -43,7 +44,10 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
         raise SR3Error(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose a new --output")
     if not ckpts:
         return None
-    saved = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+    try:
+        saved = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError) as exc:
+        raise SR3Error(f"cannot resume {run_dir}: its config.json is missing or unreadable ({exc})") from None
     for section in ("model", "noise", "data"):
         if getattr(saved, section) != getattr(cfg, section):
             raise SR3Error(f"cannot resume {run_dir}: its '{section}' config differs from the one given")
@@ -72,6 +76,11 @@ class Trainer:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise SR3Error("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise SR3Error(f"--output {self.run_dir} is a file, not a run directory")
+        if cfg.data.hr_size - 2 * cfg.data.scale < 11:
+            raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
+        get_sampler(cfg.sampler.name)  # validation samples with it: fail now, not after the first steps
         resume_from = check_run_dir(self.run_dir, cfg, resume)
         self.data = SRPairs(data_dir, cfg.data, seed=t.seed)
         val_source = SRPairs(val_dir, cfg.data, seed=t.seed) if val_dir else self.data
@@ -90,6 +99,8 @@ class Trainer:
         if resume_from is not None:
             self.step, weights, ema_state = load_train_state(resume_from, opt)
             net.load_state_dict(weights)
+            for group in opt.param_groups:  # hyper-parameters come from the config given now
+                group.update(betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
         self.net, self.opt = self.acc.prepare(net, opt)
         self.ema = EMA(self.acc.unwrap_model(self.net), t.ema_decay)
         if ema_state is not None:
@@ -99,11 +110,13 @@ class Trainer:
     def _batches(self):
         t, acc = self.cfg.train, self.acc
         sampler = GlobalBatches(t.batch_size, t.grad_accum, acc.num_processes, acc.process_index, self.step)
-        return iter(DataLoader(self.data, batch_sampler=sampler, num_workers=self.cfg.data.num_workers))
+        return iter(DataLoader(self.data, batch_sampler=sampler, num_workers=self.cfg.train.num_workers))
 
     def fit(self, steps: int, progress: bool = True) -> Path | None:
         """Train until `steps` optimiser steps in total; checkpoint, validate and log along the way."""
         t, acc = self.cfg.train, self.acc
+        if steps <= self.step:
+            raise SR3Error(f"--steps {steps} is not beyond the run's current step {self.step}")
         if acc.is_main_process:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             _write_json_atomic(self.run_dir / "config.json", to_dict(self.cfg))
@@ -123,10 +136,10 @@ class Trainer:
                 self._log({"loss": loss, "lr": learning_rate(self.step - 1, t), "sec_per_step": seconds, "samples_per_sec": samples})
                 bar.set_postfix(loss=f"{loss:.4f}")
                 running, count, tick = torch.zeros((), device=acc.device), 0, time.perf_counter()
-            if self.step % t.val_every == 0 or self.step == steps:
-                self._validate()
             if self.step % t.checkpoint_every == 0 or self.step == steps:
                 last_ckpt = self._checkpoint()
+            if self.step % t.val_every == 0 or self.step == steps:
+                self._validate()
         bar.close()
         acc.end_training()
         return last_ckpt
