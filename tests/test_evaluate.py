@@ -35,3 +35,13 @@ def test_perfect_output_scores():
     scores = image_scores(hr, hr, lr, 4)
     assert scores["psnr_y"] == float("inf") and scores["ssim_y"] == pytest.approx(1.0)
     assert scores["consistency"] < 1e-5
+
+
+@needs_shared
+def test_b100_bicubic_matches_the_literature():
+    """B100 x4 bicubic with LR made by our MATLAB-compatible resize: 25.96 dB / 0.668 as published."""
+    pairs = evaluation_pairs(SHARED_DATA / "B100" / "HR", None, 4)[:100]
+    means = _bicubic_means(pairs, 4)
+    assert len(pairs) == 100
+    assert means["psnr_y"] == pytest.approx(25.96, abs=0.02)
+    assert means["ssim_y"] == pytest.approx(0.668, abs=0.002)
