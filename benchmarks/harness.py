@@ -34,6 +34,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
+    p.add_argument("--channels-last", action="store_true", help="weights in channels_last memory format (as sr3's inference pipeline)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary line")
     return p
 
@@ -52,9 +53,10 @@ def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:
     return cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def build_net(cfg: Config, device: torch.device) -> UNet:
+def build_net(cfg: Config, device: torch.device, channels_last: bool = False) -> UNet:
     """The preset's U-Net on `device`, fp32 weights (autocast handles bf16 as mixed-precision training does)."""
-    return UNet(cfg.model).to(device)
+    net = UNet(cfg.model).to(device)
+    return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
 def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor | None:
@@ -109,6 +111,7 @@ def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.
         "resolution": args.resolution,
         "batch": args.batch,
         "dtype": args.dtype,
+        "channels_last": args.channels_last,
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -110,7 +110,7 @@ def peak_gflops(dtype: str, device: torch.device) -> float:
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__, EXAMPLES).parse_args(argv)
     cfg, device = prepare(args)
-    net = build_net(cfg, device).eval()
+    net = build_net(cfg, device, args.channels_last).eval()
     reset_peak_memory(device)
     seconds = median_seconds(step_fn(net, cfg, args, device), args.repeats, args.warmup, device)
     memory = peak_memory_mb(device)  # read before the peak probe, whose tensors are no part of a step

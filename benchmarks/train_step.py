@@ -58,7 +58,7 @@ def train_step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torc
 def main(argv: list[str] | None = None) -> int:
     args = parser(__doc__, EXAMPLES).parse_args(argv)
     cfg, device = prepare(args)
-    net = build_net(cfg, device).train()
+    net = build_net(cfg, device, args.channels_last).train()
     reset_peak_memory(device)
     seconds = median_seconds(train_step_fn(net, cfg, args, device), args.repeats, args.warmup, device)
     record = common_record(args, device, net) | {

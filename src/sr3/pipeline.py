@@ -45,7 +45,9 @@ class SR3Pipeline:
 
     def __init__(self, net: torch.nn.Module, cfg: Config, device: str | torch.device = "cpu"):
         self.cfg, self.device = cfg, resolve_device(device)
-        self.denoiser = Denoiser(net, cfg.noise.parameterization, clip=True).to(self.device).eval()
+        # channels_last convolutions run about 1.3x faster in inference on CPUs (benchmarks/step_time.py)
+        net = net.to(self.device, memory_format=torch.channels_last)
+        self.denoiser = Denoiser(net, cfg.noise.parameterization, clip=True).eval()
         self.scale = cfg.data.scale
         self.multiple = net.downscale_factor
 
