@@ -1,5 +1,6 @@
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -88,3 +89,50 @@ def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_
     err = capsys.readouterr().err.strip()
     assert code == 2
     assert message in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def _kinds(folder):
+    """One file per input kind users bring: RGB, grey, RGBA, palette, 16-bit PNG, CMYK JPEG, EXIF-rotated JPEG."""
+    base = photo("chelsea").resize((16, 12))
+    base.save(folder / "rgb.png")
+    base.convert("L").save(folder / "gray.png")
+    rgba = base.convert("RGBA")
+    rgba.putalpha(128)
+    rgba.save(folder / "rgba.png")
+    base.convert("P", palette=Image.ADAPTIVE).save(folder / "palette.png")
+    Image.fromarray((np.asarray(base.convert("L"), dtype=np.uint16) * 257)).save(folder / "deep.png")
+    base.convert("CMYK").save(folder / "cmyk.jpg")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees on display
+    base.save(folder / "rotated.jpg", exif=exif)
+
+
+def test_every_input_kind_upscales(trained_run, tmp_path):
+    src = tmp_path / "kinds"
+    src.mkdir()
+    _kinds(src)
+    assert main(["upscale", str(src), "--model", str(trained_run), "--steps", "1", "--quiet"]) == 0
+    out = tmp_path / "kinds_sr3"
+    modes = {p.stem: Image.open(p) for p in out.iterdir()}
+    assert {k: v.mode for k, v in modes.items()} == {
+        "rgb": "RGB", "gray": "L", "rgba": "RGBA", "palette": "RGB", "deep": "L", "cmyk": "RGB", "rotated": "RGB"}
+    assert all(v.size == (64, 48) for k, v in modes.items() if k != "rotated")
+    assert modes["rotated"].size == (48, 64)
+    assert np.asarray(modes["rgba"].getchannel("A")).mean() == pytest.approx(128, abs=1)
+
+
+def test_default_output_name_and_any_scale(trained_run, tmp_path):
+    img = tmp_path / "shot.jpg"
+    photo().resize((16, 16)).save(img)
+    assert main(["upscale", str(img), "--model", str(trained_run), "--steps", "1", "--scale", "3", "--quiet"]) == 0
+    assert Image.open(tmp_path / "shot_sr3.png").size == (48, 48)
+
+
+def test_icc_profile_is_carried_to_the_output(trained_run, tmp_path):
+    from PIL import ImageCms
+
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    photo().resize((16, 16)).save(tmp_path / "icc.png", icc_profile=profile)
+    assert main(["upscale", str(tmp_path / "icc.png"), "-o", str(tmp_path / "out.png"), "--model", str(trained_run),
+                 "--steps", "1", "--quiet"]) == 0
+    assert Image.open(tmp_path / "out.png").info.get("icc_profile") == profile

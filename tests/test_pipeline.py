@@ -5,9 +5,10 @@ from PIL import Image
 
 from sr3.config import load_config
 from sr3.errors import SR3Error
-from sr3.imaging import to_tensor
+from sr3.imaging import imresize, to_tensor
+from sr3.metrics.consistency import consistency
 from sr3.models.unet import UNet
-from sr3.pipeline import SR3Pipeline
+from sr3.pipeline import SR3Pipeline, low_frequency_fix
 
 from conftest import photo
 
@@ -41,9 +42,35 @@ def test_same_seed_same_image_whatever_the_batch(pipe):
     assert not np.array_equal(np.asarray(alone), np.asarray(other))
 
 
-def test_gray_input_is_upscaled_as_rgb(pipe):
+def test_gray_input_stays_gray(pipe):
     out = pipe.upscale(photo("astronaut").convert("L").resize((16, 16)), steps=1)
-    assert out.mode == "RGB" and out.size == (64, 64)
+    assert out.mode == "L" and out.size == (64, 64)
+
+
+def test_alpha_is_resized_apart_and_icc_carried(pipe):
+    rgba = photo("coffee").resize((16, 12)).convert("RGBA")
+    alpha = Image.linear_gradient("L").resize((16, 12))
+    rgba.putalpha(alpha)
+    rgba.info["icc_profile"] = b"fake-profile"
+    a = pipe.upscale(rgba, steps=1, seed=3)
+    b = pipe.upscale(rgba, steps=1, seed=4)
+    assert a.mode == "RGBA" and a.size == (64, 48) and a.info["icc_profile"] == b"fake-profile"
+    assert np.array_equal(np.asarray(a.getchannel("A")), np.asarray(b.getchannel("A")))  # not sampled
+    assert abs(np.asarray(a.getchannel("A"), float).mean() - np.asarray(alpha, float).mean()) < 3
+
+
+def test_any_output_scale(pipe):
+    assert pipe.upscale(photo().resize((16, 10)), steps=1, out_scale=2.5).size == (40, 25)
+
+
+def test_low_frequency_fix_pulls_colours_back_to_the_input():
+    hr = to_tensor(photo("chelsea").resize((64, 48)))[None]
+    lr = imresize(hr, scale=0.25)
+    drifted = (hr + torch.tensor([0.2, -0.1, 0.05]).view(1, 3, 1, 1)).clamp(-1, 1)  # a hue shift
+    fixed = low_frequency_fix(drifted, lr, 4)
+    before, after = consistency(drifted, lr, 4), consistency(fixed, lr, 4)
+    assert after < 0.05 * before
+    assert (fixed - hr).abs().mean() < 0.3 * (drifted - hr).abs().mean()
 
 
 def test_bad_requests(pipe):

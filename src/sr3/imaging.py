@@ -7,6 +7,7 @@ differs from it by many grey levels, so `imresize` reimplements MATLAB's kernel,
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,11 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     """
     if mode not in ("RGB", "L"):
         raise ValueError(f"mode must be 'RGB' or 'L', got {mode!r}")
+    return open_image(path).convert(mode)
+
+
+def open_image(path: str | Path) -> Image.Image:
+    """Read an image file in its own mode, upright by its EXIF orientation, 16-bit scaled to 8 bits; info kept."""
     try:
         with Image.open(path) as img:
             img.load()
@@ -44,8 +50,10 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     if img.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip values above 255; map 0..65535 onto 0..255 instead (65535 / 257 = 255).
         wide = np.asarray(img, dtype=np.float64)
+        info = img.info
         img = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
-    return img.convert(mode)
+        img.info.update(info)
+    return img
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -57,6 +65,30 @@ def list_images(folder: str | Path) -> list[Path]:
     if not paths:
         raise SR3Error(f"no images ({', '.join(sorted(IMAGE_EXTENSIONS))}) found in {folder}")
     return paths
+
+
+@dataclass
+class UpscaleInput:
+    """An image split for super-resolution: RGB for the model, and what the output must get back."""
+
+    rgb: Image.Image
+    alpha: Image.Image | None  # resized apart, deterministically, by `resize_plane`
+    gray: bool
+    icc_profile: bytes | None
+
+
+def split_for_upscale(img: Image.Image) -> UpscaleInput:
+    """Separate colour from alpha (RGBA, LA, palette transparency) and note grey inputs and the ICC profile."""
+    has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+    alpha = img.convert("RGBA").getchannel("A") if has_alpha else None
+    gray = img.mode in ("1", "L", "LA")
+    return UpscaleInput(img.convert("RGB"), alpha, gray, img.info.get("icc_profile"))
+
+
+def resize_plane(img: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """Resize an 8-bit PIL image to (width, height) with the MATLAB-compatible bicubic."""
+    x = to_tensor(img)
+    return to_pil(imresize(x, size=(size[1], size[0])).clamp(-1, 1))
 
 
 def to_tensor(img: Image.Image) -> torch.Tensor:

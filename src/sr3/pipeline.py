@@ -20,7 +20,7 @@ from sr3.config import Config, SamplerConfig
 from sr3.diffusion import Cond, Denoiser
 from sr3.errors import SR3Error
 from sr3.conditioning import noise_augment, upsample
-from sr3.imaging import to_pil, to_tensor
+from sr3.imaging import UpscaleInput, imresize, resize_plane, split_for_upscale, to_pil, to_tensor
 from sr3.samplers import PerSampleNoise, get_sampler, initial_noise, run_sampler
 from sr3.schedules import sampling_sigmas, training_gammas
 from sr3.tiling import TiledDenoiser
@@ -38,6 +38,15 @@ def resolve_device(device: str | torch.device) -> torch.device:
     if device.type != "cpu" and (accelerator is None or accelerator.type != device.type):
         raise SR3Error(f"device '{device}' is not available on this machine")
     return device
+
+
+def low_frequency_fix(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:
+    """Match the output's low frequencies (its colours) to the LR input: add back the upsampled LR residual.
+
+    sr + up(lr - down(sr)) leaves detail above the LR band untouched while pulling the downsampled output
+    onto the input, against the hue shifts diffusion SR can drift into.
+    """
+    return sr + imresize(lr - imresize(sr, scale=1 / scale), scale=scale)
 
 
 class SR3Pipeline:
@@ -77,6 +86,7 @@ class SR3Pipeline:
         progress: Progress = None,
         tile: int | None = None,
         aug_level: float = 0.0,
+        colour_fix: bool = False,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
@@ -84,6 +94,7 @@ class SR3Pipeline:
         and the result cropped back. `tile` (LR pixels) bounds the network's input size: larger images
         are denoised as overlapping tiles blended at every step (see `sr3.tiling`). `aug_level` > 0
         noises the condition to that level first (CDM's conditioning augmentation at sampling time).
+        `colour_fix` applies `low_frequency_fix` against colour drift.
         """
         sampler = sampler or self.cfg.sampler
         if len(seeds) != lr.shape[0]:
@@ -104,6 +115,8 @@ class SR3Pipeline:
             tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
             denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
         x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        if colour_fix:
+            x = low_frequency_fix(x, lr, self.scale)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 
     def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise) -> Cond:
@@ -127,8 +140,14 @@ class SR3Pipeline:
         seed: int | Sequence[int] = 0,
         progress: Progress = None,
         tile: int | None = None,
+        colour_fix: bool = False,
+        out_scale: float | None = None,
     ) -> Image.Image | list[Image.Image]:
-        """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i])."""
+        """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i]).
+
+        Any mode: colour goes through the model; alpha is resized apart by bicubic; grey stays grey; the
+        ICC profile is carried in `info`. `out_scale` resamples the result to any other factor.
+        """
         single = isinstance(images, Image.Image)
         batch = [images] if single else list(images)
         seeds = [seed + i for i in range(len(batch))] if isinstance(seed, int) else list(seed)
@@ -136,7 +155,24 @@ class SR3Pipeline:
             raise ValueError("a batch must hold images of one size")
         if min(batch[0].size) < 2:
             raise SR3Error(f"image of size {batch[0].size} is too small to upscale")
-        lr = torch.stack([to_tensor(im.convert("RGB")) for im in batch])
-        sr = self.super_resolve(lr, seeds, self.sampler_config(steps, sampler), progress, tile).cpu()
-        out = [to_pil(x) for x in sr]
+        if out_scale is not None and out_scale <= 0:
+            raise SR3Error(f"output scale must be positive; got {out_scale}")
+        parts = [split_for_upscale(im) for im in batch]
+        lr = torch.stack([to_tensor(p.rgb) for p in parts])
+        sampler_cfg = self.sampler_config(steps, sampler)
+        sr = self.super_resolve(lr, seeds, sampler_cfg, progress, tile, colour_fix=colour_fix).cpu()
+        out = [self._finish(to_pil(x), part, out_scale) for x, part in zip(sr, parts)]
         return out[0] if single else out
+
+    def _finish(self, rgb: Image.Image, part: UpscaleInput, out_scale: float | None) -> Image.Image:
+        """Resample to `out_scale`, restore grey, alpha and the ICC profile."""
+        w, h = part.rgb.size
+        size = (max(1, round(w * out_scale)), max(1, round(h * out_scale))) if out_scale else rgb.size
+        if size != rgb.size:
+            rgb = resize_plane(rgb, size)
+        image = rgb.convert("L") if part.gray else rgb
+        if part.alpha is not None:
+            image.putalpha(resize_plane(part.alpha, size))
+        if part.icc_profile:
+            image.info["icc_profile"] = part.icc_profile
+        return image

@@ -10,10 +10,11 @@ from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from sr3.errors import SR3Error
-from sr3.imaging import IMAGE_EXTENSIONS, list_images, load_image
+from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
 
 EXAMPLES = """examples:
   sr3 upscale photo.png -o photo_x4.png --model runs/t91
+  sr3 upscale photo.jpg --model runs/t91 --scale 2 --colour-fix        # writes photo_sr3.png
   sr3 upscale lowres/ -o highres/ --model runs/t91 --steps 100 --sampler ddpm --seed 7
 """
 
@@ -23,11 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "upscale", help="super-resolve images", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    p.add_argument("-o", "--output", required=True, help="output file (one input image) or folder")
+    p.add_argument("-o", "--output", help="output file (one input image) or folder (default: NAME_sr3.png / FOLDER_sr3)")
     p.add_argument("--model", required=True, help="run directory, checkpoint folder or .safetensors file")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
+    p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
+    p.add_argument("--colour-fix", action="store_true", help="match the output's low frequencies (colours) to the input")
     p.add_argument("--tile", type=int, help="process images larger than this many input pixels as blended overlapping tiles")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -46,6 +49,14 @@ def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
         else:
             raise SR3Error(f"input {path} does not exist")
     return found
+
+
+def default_output(inputs: list[str]) -> Path:
+    """Beside a single input: photo.jpg -> photo_sr3.png, folder -> folder_sr3."""
+    if len(inputs) != 1:
+        raise SR3Error("several inputs need -o OUTPUT_FOLDER")
+    path = Path(inputs[0])
+    return path.with_name(f"{path.stem}_sr3.png") if path.is_file() else path.with_name(f"{path.name}_sr3")
 
 
 def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
@@ -67,7 +78,7 @@ def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
     """Groups of up to `size` same-sized images, with their input index (the seed offset) and output path."""
     by_size: dict[tuple[int, int], list] = {}
     for i, ((src, _), dst) in enumerate(zip(items, outputs)):
-        image = load_image(src)
+        image = open_image(src)
         group = by_size.setdefault(image.size, [])
         group.append((i, src, image, dst))
         if len(group) == size:
@@ -84,10 +95,12 @@ def run(args: argparse.Namespace) -> None:
         raise SR3Error("--tile must be at least 8 input pixels")
     if args.batch_size < 1:
         raise SR3Error("--batch-size must be at least 1")
+    if args.scale is not None and args.scale <= 0:
+        raise SR3Error("--scale must be positive")
     items = collect_inputs(args.inputs)
-    outputs = output_paths(items, Path(args.output))
+    outputs = output_paths(items, Path(args.output) if args.output else default_output(args.inputs))
     for src, _ in items:  # every input readable before the model loads and any output is written
-        load_image(src)
+        open_image(src)
     pipe = SR3Pipeline.load(args.model, args.device)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     for group in batches(items, outputs, args.batch_size):
@@ -95,7 +108,10 @@ def run(args: argparse.Namespace) -> None:
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
-            results = pipe.upscale(list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile)
+            results = pipe.upscale(
+                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile,
+                colour_fix=args.colour_fix, out_scale=args.scale,
+            )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
             save_result(result, dst, {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed})
             if not args.quiet:
@@ -109,6 +125,10 @@ def save_result(image: Image.Image, path: Path, settings: dict) -> None:
         info.add_text(f"sr3:{key}", str(value))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        image.save(path, pnginfo=info) if path.suffix.lower() == ".png" else image.save(path)
+        extra = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
+        if path.suffix.lower() == ".png":
+            image.save(path, pnginfo=info, **extra)
+        else:
+            image.convert("RGB" if image.mode == "RGBA" else image.mode).save(path, **extra)
     except (OSError, ValueError) as exc:
         raise SR3Error(f"cannot write {path}: {exc}") from None
