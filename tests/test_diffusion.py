@@ -144,12 +144,6 @@ def test_condition_is_concatenated_and_labels_passed_through():
     assert got_labels is labels and got_aug is aug
 
 
-def test_cond_select_takes_a_sub_batch():
-    cond = Cond(image=torch.arange(4.0).reshape(4, 1), labels=torch.tensor([5, 6, 7, 8]), aug_level=None)
-    sub = cond.select(slice(1, 3))
-    assert sub.image.flatten().tolist() == [1.0, 2.0] and sub.labels.tolist() == [6, 7] and sub.aug_level is None
-
-
 # --- the training loss ----------------------------------------------------------------------------------------
 
 

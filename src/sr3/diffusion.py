@@ -24,11 +24,6 @@ class Cond:
     labels: torch.Tensor | None = None
     aug_level: torch.Tensor | None = None
 
-    def select(self, index: slice | torch.Tensor) -> Cond:
-        """The condition of a sub-batch."""
-        pick = lambda t: None if t is None else t[index]  # noqa: E731
-        return Cond(pick(self.image), pick(self.labels), pick(self.aug_level))
-
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-sample [B] tensor shaped to broadcast over images [B, C, H, W]."""

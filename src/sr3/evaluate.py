@@ -20,6 +20,7 @@ from sr3.imaging import imresize, list_images, load_image, mod_crop, to_tensor, 
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.pipeline import SR3Pipeline
+from sr3.samplers import network_evaluations
 
 METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "consistency")
 
@@ -101,6 +102,7 @@ def evaluate(
         "scale": scale,
         "sampler": sampler.name,
         "steps": sampler.steps,
+        "nfe": network_evaluations(sampler.name, sampler.steps),
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,
