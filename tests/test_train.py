@@ -67,7 +67,7 @@ def test_training_beats_its_untrained_self(tmp_path, photo_dir):
     before = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
     trainer.fit(250, progress=False)
     after = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
-    assert after < 0.8 * before, (before, after)
+    assert after < 0.5 * before, (before, after)  # measured: 0.80 -> 0.15
 
 
 PROBE = textwrap.dedent(
