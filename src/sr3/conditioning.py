@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from sr3.config import AugmentConfig
+from sr3.config import AugmentConfig, Config
 from sr3.diffusion import Cond
 from sr3.imaging import gaussian_blur, imresize
 
@@ -57,3 +57,15 @@ def training_condition(
     level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
     eps = torch.randn(image.shape, generator=generator).to(image.device)
     return Cond(image=noise_augment(image, level, gammas, eps), aug_level=level.float().to(image.device))
+
+
+def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, generator: torch.Generator) -> Cond:
+    """The condition of a training batch: LR image (SR stages), class labels with CFG label dropout (if any)."""
+    lr = batch["lr"]
+    cond = training_condition(lr, cfg.data.scale, cfg.augment, gammas, generator) if cfg.model.is_sr else Cond()
+    labels = batch.get("label")
+    if labels is not None and cfg.train.label_dropout > 0:
+        drop = torch.rand(labels.shape[0], generator=generator) < cfg.train.label_dropout
+        labels = torch.where(drop.to(labels.device), cfg.model.num_classes, labels)  # the "no class" row
+    cond.labels = labels
+    return cond

@@ -42,6 +42,11 @@ class UNetConfig:
     num_classes: int = 0
     augment_embedding: bool = False
 
+    @property
+    def is_sr(self) -> bool:
+        """An SR stage sees an upsampled LR image beside the noisy one; a base model (CDM) sees none."""
+        return self.in_channels > self.out_channels
+
 
 @dataclass(frozen=True)
 class NoiseConfig:
@@ -78,12 +83,17 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How HR images become training pairs: random crops of natural images, or whole aligned faces."""
+    """How HR images become training pairs: random crops, whole aligned faces, or whole labelled images.
 
-    mode: Literal["crops", "faces"] = "crops"
+    `classes`: one sub-folder per class (its name is the class); images are resized whole to `hr_size`.
+    `class_names` is filled in from the folders when training starts and saved with every checkpoint.
+    """
+
+    mode: Literal["crops", "faces", "classes"] = "crops"
     scale: int = 4
     hr_size: int = 64
     channels: Literal[3] = 3
+    class_names: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -101,6 +111,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     num_workers: int = 0
+    label_dropout: float = 0.0
     log_every: int = 50
     val_every: int = 1000
     val_images: int = 4
@@ -147,6 +158,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("train", "grad_clip"): (0, math.inf),
     ("train", "ema_decay"): (0, 1),
     ("train", "num_workers"): (0, 256),
+    ("train", "label_dropout"): (0, 1),
     ("train", "log_every"): (1, math.inf),
     ("train", "val_every"): (1, math.inf),
     ("train", "val_images"): (1, math.inf),

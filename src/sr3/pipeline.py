@@ -87,6 +87,7 @@ class SR3Pipeline:
         tile: int | None = None,
         aug_level: float = 0.0,
         colour_fix: bool = False,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
@@ -108,6 +109,7 @@ class SR3Pipeline:
             lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
         noise = PerSampleNoise(seeds, self.device)
         cond = self.condition(lr, aug_level, noise)
+        cond.labels = self._labels(labels, lr.shape[0])
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
         denoiser = self.denoiser
@@ -118,6 +120,38 @@ class SR3Pipeline:
         if colour_fix:
             x = low_frequency_fix(x, lr, self.scale)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
+
+    def _labels(self, labels: torch.Tensor | None, batch: int) -> torch.Tensor | None:
+        """Class labels on the device, checked against the model's classes."""
+        n = self.cfg.model.num_classes
+        if n == 0:
+            if labels is not None:
+                raise SR3Error("this model is not class-conditional; give no class")
+            return None
+        if labels is None or labels.shape != (batch,) or labels.min() < 0 or labels.max() >= n:
+            raise SR3Error(f"this model needs one class label in [0, {n}) per image")
+        return labels.to(self.device)
+
+    @torch.inference_mode()
+    def generate(
+        self,
+        count: int,
+        seeds: Sequence[int],
+        sampler: SamplerConfig | None = None,
+        labels: torch.Tensor | None = None,
+        progress: Progress = None,
+    ) -> torch.Tensor:
+        """Samples of a base (unconditioned on images) model: [count, C, hr_size, hr_size] in [-1, 1]."""
+        if self.cfg.model.is_sr:
+            raise SR3Error("this is a super-resolution model; use super_resolve/upscale")
+        sampler = sampler or self.cfg.sampler
+        size = self.cfg.data.hr_size
+        noise = PerSampleNoise(seeds, self.device)
+        cond = Cond(labels=self._labels(labels, count))
+        sigmas = sampling_sigmas(sampler, self.cfg.noise)
+        x = initial_noise(noise, (count, self.cfg.model.out_channels, size, size), float(sigmas[0]))
+        x = run_sampler(sampler.name, self.denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        return x.clamp(-1, 1)
 
     def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise) -> Cond:
         """The upsampled LR condition, noised to `aug_level` (a fraction of T) for augmentation-aware models."""

@@ -39,7 +39,8 @@ def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
 
 
 class SRPairs(Dataset):
-    """(HR, LR) pairs of one or more folders of HR images: random crops and flips (`crops`) or whole resized faces (`faces`).
+    """(HR, LR) pairs of one or more folders of HR images: random crops and flips (`crops`), whole resized
+    faces (`faces`), or whole resized images labelled by their class sub-folder (`classes`, adds "label").
 
     Index with a global sample number; see the module docstring.
     """
@@ -49,13 +50,16 @@ class SRPairs(Dataset):
             raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
         self.cfg, self.seed = cfg, seed
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
-        files = [f for folder in folders for f in list_images(folder)]
+        located = [(f, Path(folder)) for folder in folders for f in list_images(folder)]
+        files = [f for f, _ in located]
         sizes = [_size(f) for f in files]  # every header read now: a bad file is named before training starts
         if cfg.mode == "crops":
             files = [f for f, size in zip(files, sizes) if min(size) >= cfg.hr_size]
             if not files:
                 raise SR3Error(f"no image in {', '.join(map(str, folders))} is at least {cfg.hr_size} px on its short side")
         self.files = files
+        if cfg.mode == "classes":
+            self.class_names, self.labels = _class_labels(located, cfg.class_names)
         self._perm: tuple[int, torch.Tensor] | None = None
 
     def __len__(self) -> int:
@@ -70,22 +74,29 @@ class SRPairs(Dataset):
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         gen = seeded_generator(self.seed, n, 1)
-        img = load_image(self.files[self.image_index(n)])
-        hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._face(img)
+        index = self.image_index(n)
+        img = load_image(self.files[index])
+        hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._whole(img)
         if torch.rand((), generator=gen) < 0.5:
             hr = hr.flip(-1)
-        return {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+        return self._item(hr, index)
+
+    def _item(self, hr: torch.Tensor, index: int) -> dict[str, torch.Tensor]:
+        item = {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+        if self.cfg.mode == "classes":
+            item["label"] = torch.tensor(self.labels[index])
+        return item
 
     def centre_pair(self, i: int) -> dict[str, torch.Tensor]:
-        """A fixed pair of image i (centre crop or whole face, no flip), for validation."""
+        """A fixed pair of image i (centre crop or whole image, no flip), for validation."""
         img = load_image(self.files[i])
-        if self.cfg.mode == "faces":
-            hr = self._face(img)
+        if self.cfg.mode != "crops":
+            hr = self._whole(img)
         else:
             s = self.cfg.hr_size
             left, top = (img.width - s) // 2, (img.height - s) // 2
             hr = to_tensor(img.crop((left, top, left + s, top + s)))
-        return {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+        return self._item(hr, i)
 
     def _crop(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
         s = self.cfg.hr_size
@@ -93,14 +104,27 @@ class SRPairs(Dataset):
         left = int(torch.randint(img.width - s + 1, (), generator=gen))
         return to_tensor(img.crop((left, top, left + s, top + s)))
 
-    def _face(self, img: Image.Image) -> torch.Tensor:
-        """A whole aligned face, centre-cropped to square and resized to hr_size (e.g. 200 -> 128)."""
+    def _whole(self, img: Image.Image) -> torch.Tensor:
+        """A whole image (e.g. an aligned face), centre-cropped to square and resized to hr_size (e.g. 200 -> 128)."""
         side = min(img.size)
         left, top = (img.width - side) // 2, (img.height - side) // 2
         square = to_tensor(img.crop((left, top, left + side, top + side)))
         if side == self.cfg.hr_size:
             return square
         return imresize(square, size=(self.cfg.hr_size, self.cfg.hr_size)).clamp(-1, 1)
+
+
+def _class_labels(located: list[tuple[Path, Path]], known: list[str]) -> tuple[list[str], list[int]]:
+    """Class names (sorted sub-folder names, or `known` ones) and each file's label."""
+    folders = [f.relative_to(root).parts[0] if len(f.relative_to(root).parts) > 1 else "" for f, root in located]
+    if "" in folders:
+        raise SR3Error("data.mode=classes needs every image inside a class sub-folder of the data folder")
+    names = list(known) or sorted(set(folders))
+    unknown = sorted(set(folders) - set(names))
+    if unknown:
+        raise SR3Error(f"class folders {', '.join(unknown)} are not among data.class_names")
+    index = {name: i for i, name in enumerate(names)}
+    return names, [index[f] for f in folders]
 
 
 def _size(path: Path) -> tuple[int, int]:

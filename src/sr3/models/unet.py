@@ -28,7 +28,8 @@ class UNet(nn.Module):
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
         self.downscale_factor = 2 ** (len(cfg.channel_mults) - 1)
         self.noise_embed = LevelEmbedding(ch, emb_dim)
-        self.class_embed = nn.Embedding(cfg.num_classes, emb_dim) if cfg.num_classes else None
+        # one extra row: the "no class" label of classifier-free guidance (index num_classes)
+        self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
         self.aug_embed = LevelEmbedding(ch, emb_dim) if cfg.augment_embedding else None
 
         block = lambda c_in, c_out: ResBlock(c_in, c_out, emb_dim, cfg.dropout, cfg.norm_groups, cfg.film)  # noqa: E731

@@ -8,6 +8,7 @@ had never stopped.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import time
@@ -21,7 +22,7 @@ from tqdm.auto import tqdm
 from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
 from sr3.config import Config, TrainConfig, from_dict, to_dict
 from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
-from sr3.conditioning import training_condition
+from sr3.conditioning import batch_condition
 from sr3.diffusion import diffusion_loss
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
@@ -29,7 +30,7 @@ from sr3.pipeline import SR3Pipeline
 from sr3.samplers import get_sampler
 from sr3.schedules import training_gammas
 from sr3.train.ema import EMA
-from sr3.train.validate import ValBatch, sample_metrics, validation_loss
+from sr3.train.validate import ValBatch, sample_grid, sample_metrics, validation_loss
 
 
 def learning_rate(step: int, cfg: TrainConfig) -> float:
@@ -67,22 +68,30 @@ class Trainer:
         """`data_dir`: one folder of HR images or a list of them; `val_dir`: optional HR validation folder."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
         t = cfg.train
-        if cfg.model.in_channels != cfg.model.out_channels + cfg.data.channels:
+        m = cfg.model
+        if m.in_channels not in (m.out_channels, m.out_channels + cfg.data.channels):
             raise SR3Error(
-                f"model.in_channels must be out_channels + data.channels = {cfg.model.out_channels + cfg.data.channels}"
-                f" for SR (noisy image + upsampled LR); got {cfg.model.in_channels}"
+                f"model.in_channels must be {m.out_channels + cfg.data.channels} for SR (noisy image + upsampled LR)"
+                f" or {m.out_channels} for a base model; got {m.in_channels}"
             )
+        if (m.num_classes > 0) != (cfg.data.mode == "classes"):
+            raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
         if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():
             raise SR3Error("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise SR3Error(f"--output {self.run_dir} is a file, not a run directory")
-        if cfg.data.hr_size - 2 * cfg.data.scale < 11:
+        if m.is_sr and cfg.data.hr_size - 2 * cfg.data.scale < 11:
             raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
         get_sampler(cfg.sampler.name)  # validation samples with it: fail now, not after the first steps
-        resume_from = check_run_dir(self.run_dir, cfg, resume)
         self.data = SRPairs(data_dir, cfg.data, seed=t.seed)
+        if cfg.data.mode == "classes":
+            if len(self.data.class_names) != m.num_classes:
+                raise SR3Error(f"{len(self.data.class_names)} class folders, but model.num_classes={m.num_classes}")
+            cfg = self.cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=self.data.class_names))
+            self.data.cfg = cfg.data
+        resume_from = check_run_dir(self.run_dir, cfg, resume)
         val_source = SRPairs(val_dir, cfg.data, seed=t.seed) if val_dir else self.data
         self.val = ValBatch.from_dataset(val_source, t.val_images)
 
@@ -152,13 +161,13 @@ class Trainer:
         total = torch.zeros((), device=acc.device)
         for micro in range(t.grad_accum):
             batch = next(batches)
-            hr, lr = batch["hr"].to(acc.device), batch["lr"].to(acc.device)
+            batch = {k: v.to(acc.device) for k, v in batch.items()}
             torch.manual_seed(mix_seed(t.seed, self.step, micro, acc.process_index))  # dropout
             gen = seeded_generator(t.seed, self.step, micro, acc.process_index, 2)
-            cond = training_condition(lr, self.cfg.data.scale, self.cfg.augment, self.gammas, gen)
+            cond = batch_condition(batch, self.cfg, self.gammas, gen)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
-                loss = diffusion_loss(self.net, hr, cond, self.gammas, self.cfg.noise, gen)
+                loss = diffusion_loss(self.net, batch["hr"], cond, self.gammas, self.cfg.noise, gen)
                 acc.backward(loss / t.grad_accum)
             total += loss.detach() / t.grad_accum
         if t.grad_clip > 0:
@@ -178,7 +187,10 @@ class Trainer:
         if not self.acc.is_main_process:
             return
         pipe = self.ema_pipeline()
-        metrics, grid = sample_metrics(pipe, self.val, self.cfg.train.val_steps)
+        if self.cfg.model.is_sr:
+            metrics, grid = sample_metrics(pipe, self.val, self.cfg.train.val_steps)
+        else:
+            metrics, grid = {}, sample_grid(pipe, self.val, self.cfg.train.val_steps)
         metrics["val_loss"] = validation_loss(pipe.denoiser.net, self.val, self.gammas, self.cfg)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")

@@ -25,11 +25,13 @@ class ValBatch:
 
     hr: torch.Tensor
     lr: torch.Tensor
+    labels: torch.Tensor | None = None
 
     @classmethod
     def from_dataset(cls, data: SRPairs, count: int) -> ValBatch:
         pairs = [data.centre_pair(i) for i in range(min(count, len(data)))]
-        return cls(torch.stack([p["hr"] for p in pairs]), torch.stack([p["lr"] for p in pairs]))
+        labels = torch.stack([p["label"] for p in pairs]) if "label" in pairs[0] else None
+        return cls(torch.stack([p["hr"] for p in pairs]), torch.stack([p["lr"] for p in pairs]), labels)
 
 
 @torch.no_grad()
@@ -37,7 +39,9 @@ def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, c
     """Mean training loss over `repeats` fixed draws of noise level and noise (same draws every call)."""
     gen = torch.Generator().manual_seed(1234)
     device = next(net.parameters()).device
-    hr, cond = val.hr.to(device), Cond(image=upsample(val.lr.to(device), cfg.data.scale))
+    image = upsample(val.lr.to(device), cfg.data.scale) if cfg.model.is_sr else None
+    labels = None if val.labels is None else val.labels.to(device)
+    hr, cond = val.hr.to(device), Cond(image=image, labels=labels)
     losses = [diffusion_loss(net, hr, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
     return float(np.mean(losses))
 
@@ -45,7 +49,7 @@ def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, c
 def sample_metrics(pipe: SR3Pipeline, val: ValBatch, steps: int) -> tuple[dict[str, float], Image.Image]:
     """PSNR/SSIM (Y channel, `scale` border cropped), consistency, and the LR | SR | HR grid of sampled SR."""
     scale = pipe.scale
-    sr = pipe.super_resolve(val.lr, list(range(len(val.lr))), pipe.sampler_config(steps=steps)).cpu()
+    sr = pipe.super_resolve(val.lr, list(range(len(val.lr))), pipe.sampler_config(steps=steps), labels=val.labels).cpu()
     rows, scores = [], {"psnr_y": [], "ssim_y": [], "consistency": []}
     for lr, out, hr in zip(val.lr, sr, val.hr):
         a, b = to_uint8(out), to_uint8(hr)
@@ -56,3 +60,10 @@ def sample_metrics(pipe: SR3Pipeline, val: ValBatch, steps: int) -> tuple[dict[s
         rows.append(np.concatenate([to_uint8(lr_big), a, b], axis=1))
     grid = Image.fromarray(np.concatenate(rows, axis=0))
     return {k: float(np.mean(v)) for k, v in scores.items()}, grid
+
+
+def sample_grid(pipe: SR3Pipeline, val: ValBatch, steps: int) -> Image.Image:
+    """A base model's samples (for the validation images' classes) beside the real images: sample | real rows."""
+    samples = pipe.generate(len(val.hr), list(range(len(val.hr))), pipe.sampler_config(steps=steps), labels=val.labels)
+    rows = [np.concatenate([to_uint8(s), to_uint8(r)], axis=1) for s, r in zip(samples.cpu(), val.hr)]
+    return Image.fromarray(np.concatenate(rows, axis=0))

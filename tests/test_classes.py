@@ -1,0 +1,87 @@
+"""Class-conditional models (CDM): labelled folders, base models without an image condition, label dropout."""
+
+import json
+
+import pytest
+import torch
+
+from sr3.conditioning import batch_condition
+from sr3.config import load_config
+from sr3.data.pairs import SRPairs
+from sr3.errors import SR3Error
+from sr3.models.unet import UNet
+from sr3.pipeline import SR3Pipeline
+from sr3.schedules import training_gammas
+from sr3.train.loop import Trainer
+
+from conftest import PHOTOS, photo
+
+BASE = ["model.in_channels=3", "model.num_classes=2", "data.mode=classes", "data.hr_size=16", "data.scale=2",
+        "model.image_size=16", "train.val_every=2", "train.checkpoint_every=2", "train.label_dropout=0.2"]
+
+
+@pytest.fixture(scope="module")
+def class_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("classes")
+    for i, name in enumerate(PHOTOS[:4]):
+        folder = root / ("cat" if i % 2 else "dog")
+        folder.mkdir(exist_ok=True)
+        photo(name).resize((24, 24)).save(folder / f"{name}.png")
+    return root
+
+
+def test_labels_come_from_class_folders(class_dir):
+    data = SRPairs(class_dir, load_config("tiny", BASE).data)
+    assert data.class_names == ["cat", "dog"]
+    assert sorted(data.labels) == [0, 0, 1, 1]
+    item = data[0]
+    assert item["hr"].shape == (3, 16, 16) and item["label"].item() == data.labels[data.image_index(0)]
+
+
+def test_a_base_model_trains_and_records_its_classes(class_dir, tmp_path):
+    Trainer(load_config("tiny", BASE), class_dir, tmp_path / "run").fit(2, progress=False)
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["data"]["class_names"] == ["cat", "dog"]
+    assert (tmp_path / "run" / "samples" / "step-0000002.png").is_file()
+    pipe = SR3Pipeline.load(tmp_path / "run")
+    x = pipe.generate(2, [0, 0], pipe.sampler_config(steps=2), labels=torch.tensor([0, 1]))
+    assert x.shape == (2, 3, 16, 16)
+
+
+def test_different_classes_give_different_samples_under_one_seed():
+    cfg = load_config("tiny", BASE)
+    torch.manual_seed(0)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    pipe = SR3Pipeline(net, cfg)
+    a, b = (pipe.generate(1, [7], pipe.sampler_config(steps=2), labels=torch.tensor([c])) for c in (0, 1))
+    assert (a - b).abs().max() > 1e-3
+    again = pipe.generate(1, [7], pipe.sampler_config(steps=2), labels=torch.tensor([0]))
+    assert torch.equal(a, again)
+    with pytest.raises(SR3Error, match="one class label"):
+        pipe.generate(1, [7], labels=torch.tensor([2]))
+
+
+def test_label_dropout_replaces_labels_with_the_null_class():
+    cfg = load_config("tiny", BASE)
+    batch = {"hr": torch.zeros(4000, 3, 2, 2), "lr": torch.zeros(4000, 3, 1, 1), "label": torch.zeros(4000, dtype=torch.long)}
+    cond = batch_condition(batch, cfg, training_gammas(cfg.noise), torch.Generator().manual_seed(0))
+    assert cond.image is None
+    assert (cond.labels == 2).float().mean().item() == pytest.approx(0.2, abs=0.03)
+
+
+def test_class_count_must_match_the_folders(class_dir, tmp_path):
+    with pytest.raises(SR3Error, match="2 class folders, but model.num_classes=3"):
+        Trainer(load_config("tiny", BASE + ["model.num_classes=3"]), class_dir, tmp_path / "run")
+    with pytest.raises(SR3Error, match="data.mode=classes"):
+        Trainer(load_config("tiny", ["model.num_classes=2"]), class_dir, tmp_path / "run")
+
+
+def test_a_class_conditional_sr_stage_with_augmentation_trains(class_dir, tmp_path):
+    cfg = load_config("tiny", BASE + ["model.in_channels=6", "model.augment_embedding=true", "augment.noise_max=0.3"])
+    Trainer(cfg, class_dir, tmp_path / "run").fit(2, progress=False)
+    pipe = SR3Pipeline.load(tmp_path / "run")
+    lr = torch.rand(2, 3, 8, 8) * 2 - 1
+    out = pipe.super_resolve(lr, [0, 1], pipe.sampler_config(steps=2), labels=torch.tensor([1, 0]), aug_level=0.1)
+    assert out.shape == (2, 3, 16, 16)
