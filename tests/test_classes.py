@@ -85,3 +85,32 @@ def test_a_class_conditional_sr_stage_with_augmentation_trains(class_dir, tmp_pa
     lr = torch.rand(2, 3, 8, 8) * 2 - 1
     out = pipe.super_resolve(lr, [0, 1], pipe.sampler_config(steps=2), labels=torch.tensor([1, 0]), aug_level=0.1)
     assert out.shape == (2, 3, 16, 16)
+
+
+def test_generate_cli_by_class_name_and_guidance(class_dir, tmp_path, capsys):
+    from PIL import Image
+
+    from sr3.cli.main import main
+
+    Trainer(load_config("tiny", BASE), class_dir, tmp_path / "run").fit(2, progress=False)
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(tmp_path / "run"), "--class", "dog", "-n", "3", "-o", str(out),
+                 "--steps", "2", "--guidance", "1.0", "--batch-size", "2", "--quiet"]) == 0
+    files = sorted(p.name for p in out.iterdir())
+    assert files == ["dog_00000.png", "dog_00001.png", "dog_00002.png"]
+    assert Image.open(out / files[0]).size == (16, 16)
+    assert main(["generate", "--model", str(tmp_path / "run"), "--class", "bird", "-o", str(out)]) == 2
+    assert "unknown class 'bird'; classes: cat, dog" in capsys.readouterr().err
+
+
+def test_guidance_changes_the_samples():
+    cfg = load_config("tiny", BASE)
+    torch.manual_seed(0)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    pipe = SR3Pipeline(net, cfg)
+    labels = torch.tensor([1])
+    plain = pipe.generate(1, [3], pipe.sampler_config(steps=2), labels=labels)
+    guided = pipe.generate(1, [3], pipe.sampler_config(steps=2), labels=labels, guidance=2.0)
+    assert (plain - guided).abs().max() > 1e-4

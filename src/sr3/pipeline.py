@@ -49,6 +49,23 @@ def low_frequency_fix(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.T
     return sr + imresize(lr - imresize(sr, scale=1 / scale), scale=scale)
 
 
+class ClassifierFreeGuidance:
+    """D_w(x) = (1 + w) D(x | c) - w D(x | no class) (Ho & Salimans 2021), both halves in one batch."""
+
+    def __init__(self, denoiser, scale: float, null_label: int):
+        self.denoiser, self.scale, self.null_label = denoiser, scale, null_label
+
+    def __call__(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
+        null = torch.full_like(cond.labels, self.null_label)
+        both = Cond(
+            image=None if cond.image is None else torch.cat([cond.image, cond.image]),
+            labels=torch.cat([cond.labels, null]),
+            aug_level=None if cond.aug_level is None else torch.cat([cond.aug_level, cond.aug_level]),
+        )
+        conditional, unconditional = self.denoiser(torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
+        return conditional + self.scale * (conditional - unconditional)
+
+
 class SR3Pipeline:
     """A trained SR3 denoiser plus the config it was trained with."""
 
@@ -140,8 +157,13 @@ class SR3Pipeline:
         sampler: SamplerConfig | None = None,
         labels: torch.Tensor | None = None,
         progress: Progress = None,
+        guidance: float = 0.0,
     ) -> torch.Tensor:
-        """Samples of a base (unconditioned on images) model: [count, C, hr_size, hr_size] in [-1, 1]."""
+        """Samples of a base (unconditioned on images) model: [count, C, hr_size, hr_size] in [-1, 1].
+
+        `guidance` w > 0 applies classifier-free guidance, (1 + w) D(x | c) - w D(x | no class), for models
+        trained with `train.label_dropout` > 0; CDM itself used none (w = 0).
+        """
         if self.cfg.model.is_sr:
             raise SR3Error("this is a super-resolution model; use super_resolve/upscale")
         sampler = sampler or self.cfg.sampler
@@ -149,8 +171,13 @@ class SR3Pipeline:
         noise = PerSampleNoise(seeds, self.device)
         cond = Cond(labels=self._labels(labels, count))
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
+        denoiser = self.denoiser
+        if guidance:
+            if cond.labels is None:
+                raise SR3Error("guidance needs a class-conditional model")
+            denoiser = ClassifierFreeGuidance(self.denoiser, guidance, self.cfg.model.num_classes)
         x = initial_noise(noise, (count, self.cfg.model.out_channels, size, size), float(sigmas[0]))
-        x = run_sampler(sampler.name, self.denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
         return x.clamp(-1, 1)
 
     def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise) -> Cond:

@@ -7,10 +7,10 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import train, upscale
+from sr3.cli import generate, train, upscale
 from sr3.errors import SR3Error
 
-COMMANDS = {"train": train, "upscale": upscale, "eval": eval_cmd}
+COMMANDS = {"train": train, "upscale": upscale, "eval": eval_cmd, "generate": generate}
 
 
 def build_parser() -> argparse.ArgumentParser:
