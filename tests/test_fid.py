@@ -56,7 +56,8 @@ def test_fid_cli_identical_folders_or_a_clear_error(photo_dir, tmp_path, capsys)
     from sr3.cli.main import main
 
     out = tmp_path / "fid.json"
-    code = main(["fid", str(photo_dir), "--ref", str(photo_dir), "--cache", str(tmp_path / "cache"), "--json", str(out)])
+    code = main(["fid", str(photo_dir), "--ref", str(photo_dir), "--cache", str(tmp_path / "cache"), "--json", str(out),
+                 "--quiet"])
     if not HAS_INCEPTION:
         assert code == 2 and "sr3[fid]" in capsys.readouterr().err
         return

@@ -6,6 +6,8 @@ import argparse
 import json
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -24,6 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="reference statistics cache")
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the figures to this JSON file")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -40,12 +43,14 @@ def run(args: argparse.Namespace) -> None:
     if args.json and not Path(args.json).resolve().parent.is_dir():
         raise SR3Error(f"cannot write --json {args.json}: its folder does not exist")
     net = load_inception(resolve_device(args.device))
-    features = folder_features(args.images, net)
-    if args.kid:
-        ref_features = folder_features(args.ref, net)
-        mu_ref, sigma_ref = statistics(ref_features)
-    else:
-        mu_ref, sigma_ref = reference_statistics(args.ref, net, args.cache)
+    with tqdm(desc="images", unit="img", disable=args.quiet) as bar:
+        features = folder_features(args.images, net, progress=bar.update)
+    with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
+        if args.kid:
+            ref_features = folder_features(args.ref, net, progress=bar.update)
+            mu_ref, sigma_ref = statistics(ref_features)
+        else:
+            mu_ref, sigma_ref = reference_statistics(args.ref, net, args.cache, progress=bar.update)
     mu, sigma = statistics(features)
     result = {"fid": frechet_distance(mu, sigma, mu_ref, sigma_ref), "n_images": len(features)}
     if args.kid:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -47,13 +48,17 @@ def inception_features(images: torch.Tensor, net: torch.jit.ScriptModule) -> np.
     return net(to_inception_size(images.to(device, torch.float32))).double().cpu().numpy()
 
 
-def folder_features(folder: str | Path, net: torch.jit.ScriptModule, batch: int = 50) -> np.ndarray:
-    """Features of every image in a folder (recursively), in sorted order."""
+def folder_features(
+    folder: str | Path, net: torch.jit.ScriptModule, batch: int = 50, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Features of every image in a folder (recursively), in sorted order; `progress(n)` after each batch of n."""
     files = list_images(folder)
     chunks = []
     for first in range(0, len(files), batch):
         images = torch.cat([to_inception_size(to_tensor(load_image(f))[None]) for f in files[first : first + batch]])
         chunks.append(inception_features(images, net))
+        if progress:
+            progress(len(images))
     return np.concatenate(chunks)
 
 
@@ -91,7 +96,7 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
-def reference_statistics(folder: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path) -> tuple:
+def reference_statistics(folder: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path, progress=None) -> tuple:
     """(mu, sigma) of a reference folder, cached in `cache_dir` under a hash of its file names, sizes and times."""
     files = list_images(folder)
     key = hashlib.sha1()
@@ -102,7 +107,7 @@ def reference_statistics(folder: str | Path, net: torch.jit.ScriptModule, cache_
     if cache.is_file():
         with np.load(cache) as saved:
             return saved["mu"], saved["sigma"]
-    mu, sigma = statistics(folder_features(folder, net))
+    mu, sigma = statistics(folder_features(folder, net, progress=progress))
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
     np.savez(tmp, mu=mu, sigma=sigma)
