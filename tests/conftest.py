@@ -23,6 +23,18 @@ def photo(name: str = "astronaut") -> Image.Image:
     return Image.fromarray(getattr(skimage.data, name)()).convert("RGB")
 
 
+def untrained_pipeline(cfg):
+    """A pipeline on a seeded, perturbed untrained U-Net: non-trivial outputs (the zero-init output layer too)."""
+    from sr3.models.unet import UNet
+    from sr3.pipeline import SR3Pipeline
+
+    torch.manual_seed(0)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    return SR3Pipeline(net, cfg)
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same global RNG state, so none depends on the order tests run in."""

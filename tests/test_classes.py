@@ -9,12 +9,11 @@ from sr3.conditioning import batch_condition
 from sr3.config import load_config
 from sr3.data.pairs import SRPairs
 from sr3.errors import SR3Error
-from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
 from sr3.schedules import training_gammas
 from sr3.train.loop import Trainer
 
-from conftest import PHOTOS, photo
+from conftest import PHOTOS, photo, untrained_pipeline
 
 BASE = ["model.in_channels=3", "model.num_classes=2", "data.mode=classes", "data.hr_size=16", "data.scale=2",
         "model.image_size=16", "train.val_every=2", "train.checkpoint_every=2", "train.label_dropout=0.2"]
@@ -49,12 +48,7 @@ def test_a_base_model_trains_and_records_its_classes(class_dir, tmp_path):
 
 
 def test_different_classes_give_different_samples_under_one_seed():
-    cfg = load_config("tiny", BASE)
-    torch.manual_seed(0)
-    net = UNet(cfg.model)
-    for p in net.parameters():
-        p.data.add_(0.02 * torch.randn_like(p))
-    pipe = SR3Pipeline(net, cfg)
+    pipe = untrained_pipeline(load_config("tiny", BASE))
     a, b = (pipe.generate(1, [7], pipe.sampler_config(steps=2), labels=torch.tensor([c])) for c in (0, 1))
     assert (a - b).abs().max() > 1e-3
     again = pipe.generate(1, [7], pipe.sampler_config(steps=2), labels=torch.tensor([0]))
@@ -104,12 +98,7 @@ def test_generate_cli_by_class_name_and_guidance(class_dir, tmp_path, capsys):
 
 
 def test_guidance_changes_the_samples():
-    cfg = load_config("tiny", BASE)
-    torch.manual_seed(0)
-    net = UNet(cfg.model)
-    for p in net.parameters():
-        p.data.add_(0.02 * torch.randn_like(p))
-    pipe = SR3Pipeline(net, cfg)
+    pipe = untrained_pipeline(load_config("tiny", BASE))
     labels = torch.tensor([1])
     plain = pipe.generate(1, [3], pipe.sampler_config(steps=2), labels=labels)
     guided = pipe.generate(1, [3], pipe.sampler_config(steps=2), labels=labels, guidance=2.0)

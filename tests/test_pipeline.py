@@ -7,19 +7,14 @@ from sr3.config import load_config
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_tensor
 from sr3.metrics.consistency import consistency
-from sr3.models.unet import UNet
-from sr3.pipeline import SR3Pipeline, low_frequency_fix
+from sr3.pipeline import low_frequency_fix
 
-from conftest import photo
+from conftest import photo, untrained_pipeline
 
 
 @pytest.fixture(scope="module")
 def pipe():
-    torch.manual_seed(0)
-    net = UNet(load_config("tiny").model)
-    for p in net.parameters():  # an untrained but non-trivial network: the zero-init output layer too
-        p.data.add_(0.02 * torch.randn_like(p))
-    return SR3Pipeline(net, load_config("tiny"))
+    return untrained_pipeline(load_config("tiny"))
 
 
 def test_output_is_scale_times_input_for_any_size(pipe):
