@@ -16,7 +16,7 @@ import torch
 
 from sr3.config import SamplerConfig
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, mod_crop, to_tensor, to_uint8
+from sr3.imaging import imresize, list_images, load_image, mod_crop, to_pil, to_tensor, to_uint8
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.pipeline import SR3Pipeline
@@ -54,7 +54,7 @@ def evaluation_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) 
         else:
             hr = to_tensor(mod_crop(hr_img, scale))
             lr = imresize(hr, scale=1 / scale).clamp(-1, 1)
-            lr = torch.from_numpy(to_uint8(lr)).permute(2, 0, 1).float() / 127.5 - 1  # as if saved to PNG
+            lr = to_tensor(to_pil(lr))  # rounded to 8 bits, as if saved to PNG
         pairs.append(EvalPair(hr_path.stem, hr, lr))
     return pairs
 
@@ -62,7 +62,7 @@ def evaluation_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) 
 def image_scores(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, float]:
     """The metrics of one output [C, H, W] in [-1, 1] against its HR and LR."""
     a, b = to_uint8(sr), to_uint8(hr)
-    rounded = torch.from_numpy(a).permute(2, 0, 1).float() / 127.5 - 1
+    rounded = to_tensor(to_pil(sr))  # the output as saved: 8-bit
     return {
         "psnr_y": psnr(a, b, crop_border=scale, y_channel=True),
         "ssim_y": ssim(a, b, crop_border=scale, y_channel=True),
