@@ -1,7 +1,14 @@
 import pytest
 import torch
 
-from sr3.checkpoint import list_checkpoints, load_train_state, load_unet, resolve_weights, save_checkpoint
+from sr3.checkpoint import (
+    export_weights,
+    list_checkpoints,
+    load_train_state,
+    load_unet,
+    resolve_weights,
+    save_checkpoint,
+)
 from sr3.config import load_config
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
@@ -49,3 +56,22 @@ def test_missing_or_foreign_weights_are_user_errors(tmp_path):
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(SR3Error, match="cannot read model weights"):
         load_unet(tmp_path / "junk.safetensors")
+
+
+def test_export_writes_half_precision_with_sampler_defaults(tmp_path):
+    cfg = load_config("tiny")
+    net = UNet(cfg.model)
+    opt = torch.optim.AdamW(net.parameters())
+    _save(tmp_path, 3, cfg, net, opt)
+    out = export_weights(tmp_path, tmp_path / "model.safetensors", overrides=["sampler.name=euler", "sampler.steps=6"])
+    full = export_weights(tmp_path, tmp_path / "model32.safetensors", half=False)
+    assert out.stat().st_size < 0.6 * full.stat().st_size
+    loaded, loaded_cfg = load_unet(out)
+    assert loaded_cfg.sampler.name == "euler" and loaded_cfg.sampler.steps == 6 and loaded_cfg.model == cfg.model
+    w = net.conv_in.weight
+    assert loaded.conv_in.weight.dtype == torch.float32
+    assert torch.allclose(loaded.conv_in.weight, w, rtol=1e-3, atol=1e-4)
+    with pytest.raises(SR3Error, match="only change the sampler"):
+        export_weights(tmp_path, tmp_path / "x.safetensors", overrides=["model.base_channels=8"])
+    with pytest.raises(SR3Error, match="must be in"):
+        export_weights(tmp_path, tmp_path / "x.safetensors", overrides=["sampler.steps=0"])

@@ -58,7 +58,7 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
     [
         (["upscale", "missing.png", "-o", "x.png", "--model", "RUN"], "input missing.png does not exist"),
         (["upscale", "IMG", "-o", "x.png", "--model", "RUN", "--sampler", "nope"], "unknown sampler 'nope'"),
-        (["upscale", "IMG", "-o", "x.png", "--model", "nowhere"], "model nowhere not found"),
+        (["upscale", "IMG", "-o", "x.png", "--model", "nowhere"], "neither a file or folder nor a shipped model"),
         (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "2"], "upscales x4, but --scale 2"),
         (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set", "train.lrr=1"],
          "unknown config key 'train.lrr'"),
@@ -73,6 +73,9 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
         (["upscale", "IMG", "IMG", "-o", "OUT", "--model", "RUN"], "would both be written to"),
         (["eval", "--model", "RUN", "--hr", "HRDIR", "--lr", "LR8", "--scale", "4"], "wrong --scale?"),
         (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--json", "OUT/x.json"], "cannot write --json"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--holdout"], "without a held-out split"),
+        (["export", "--model", "RUN", "--output", "OUT/x.safetensors"], "its folder does not exist"),
+        (["export", "--model", "RUN", "--output", "IMG"], "export to a .safetensors file"),
     ],
 )
 def test_user_mistakes_are_one_line_and_nonzero(argv, message, trained_run, tmp_path, capsys):

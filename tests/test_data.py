@@ -1,9 +1,11 @@
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
 
 from sr3.config import DataConfig
-from sr3.data.pairs import GlobalBatches, SRPairs
+from sr3.data.pairs import GlobalBatches, SRPairs, split_files
 from sr3.errors import SR3Error
 from sr3.imaging import imresize
 
@@ -54,3 +56,21 @@ def test_images_smaller_than_the_crop_are_refused(tmp_path):
         SRPairs(tmp_path, DataConfig(hr_size=32))
     with pytest.raises(SR3Error, match="multiple of data.scale"):
         SRPairs(tmp_path, DataConfig(hr_size=30, scale=4))
+
+
+def test_holdout_split_is_by_name_disjoint_and_near_its_fraction(tmp_path, photo_dir):
+    names = [Path(f"face_{i:04d}.jpg") for i in range(2000)]
+    held = split_files(names, 0.1, "holdout")
+    kept = split_files(names, 0.1, "train")
+    assert set(held).isdisjoint(kept) and len(held) + len(kept) == len(names)
+    assert 150 < len(held) < 250
+    moved = [Path("elsewhere") / p.name for p in names]  # the split follows the name, not the folder
+    assert [p.name for p in split_files(moved, 0.1, "holdout")] == [p.name for p in held]
+    assert split_files(names, 0.0, "train") == names
+
+
+def test_dataset_splits_never_share_an_image(photo_dir):
+    cfg = DataConfig(hr_size=32, holdout=0.5)
+    train, held = SRPairs(photo_dir, cfg), SRPairs(photo_dir, cfg, split="holdout")
+    assert {p.name for p in train.files}.isdisjoint(p.name for p in held.files)
+    assert len(train) + len(held) == len(list(photo_dir.iterdir()))

@@ -7,7 +7,16 @@ import torch
 from torch import nn
 
 from sr3.config import NoiseConfig
-from sr3.diffusion import Cond, Denoiser, diffusion_loss, net_output, to_x0, training_target
+from sr3.diffusion import (
+    Cond,
+    Denoiser,
+    diffused_image,
+    diffusion_loss,
+    net_output,
+    to_x0,
+    training_target,
+    undiffused_image,
+)
 from sr3.schedules import linear_gammas, sample_sqrt_gamma, training_gammas
 
 PARAMS = ["eps", "x0", "v"]
@@ -239,3 +248,13 @@ def test_loss_is_seeded():
         return diffusion_loss(Half(), x0, Cond(), gammas, NoiseConfig(), torch.Generator().manual_seed(seed)).item()
 
     assert run(1) == run(1) and run(1) != run(2)
+
+
+def test_residual_images_round_trip_and_need_the_upsampled_lr():
+    hr, base = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
+    cond = Cond(image=base, base=base)
+    r = diffused_image(hr, cond, residual=True)
+    assert torch.allclose(r, hr - base) and torch.allclose(undiffused_image(r, cond, residual=True), hr)
+    assert diffused_image(hr, Cond(), residual=False) is hr
+    with pytest.raises(ValueError, match="upsampled LR"):
+        diffused_image(hr, Cond(), residual=True)

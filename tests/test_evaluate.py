@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from sr3.data.pairs import split_files
 from sr3.evaluate import evaluation_pairs, image_scores
 from sr3.imaging import imresize
 
@@ -45,3 +46,12 @@ def test_b100_bicubic_matches_the_literature():
     assert len(pairs) == 100
     assert means["psnr_y"] == pytest.approx(25.96, abs=0.02)
     assert means["ssim_y"] == pytest.approx(0.668, abs=0.002)
+
+
+def test_faces_evaluation_resizes_and_keeps_to_the_holdout(tmp_path):
+    for i in range(12):
+        photo("astronaut").crop((i, 0, 200 + i, 200)).save(tmp_path / f"face{i:02d}.png")
+    pairs = evaluation_pairs(tmp_path, None, 8, size=128, holdout=0.3)
+    expected = split_files(sorted(tmp_path.iterdir()), 0.3, "holdout")
+    assert [p.name for p in pairs] == [p.stem for p in expected] and 0 < len(pairs) < 12
+    assert pairs[0].hr.shape == (3, 128, 128) and pairs[0].lr.shape == (3, 16, 16)

@@ -7,7 +7,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "sr3"
 
 LAYERS = {
     "errors": 0, "config": 0,
-    "imaging": 1, "schedules": 1,
+    "imaging": 1, "schedules": 1, "pretrained": 1,
     "models": 2, "diffusion": 2,
     "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "conditioning": 3,
     "checkpoint": 4,

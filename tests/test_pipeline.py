@@ -73,3 +73,15 @@ def test_bad_requests(pipe):
         pipe.upscale(photo().resize((16, 16)), sampler="nope")
     with pytest.raises(SR3Error, match="too small"):
         pipe.upscale(Image.new("RGB", (1, 5)))
+
+
+def test_a_residual_model_adds_its_sample_to_the_upsampled_input():
+    """With x0-prediction and a zero-initialised output layer the residual is 0: the output is the bicubic upsample."""
+    from sr3.models.unet import UNet
+    from sr3.pipeline import SR3Pipeline
+
+    cfg = load_config("tiny", ["noise.residual=true", "noise.parameterization=x0"])
+    pipe = SR3Pipeline(UNet(cfg.model), cfg)
+    lr = to_tensor(photo("coffee").resize((16, 12)))[None]
+    out = pipe.super_resolve(lr, [0], pipe.sampler_config(steps=3, sampler="ddim"))
+    assert torch.allclose(out, imresize(lr, scale=4).clamp(-1, 1), atol=1e-5)

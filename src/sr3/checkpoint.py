@@ -19,7 +19,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from sr3.config import Config, from_dict, to_dict
+from sr3.config import Config, apply_overrides, check_bounds, from_dict, to_dict
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 
@@ -126,3 +126,27 @@ def load_unet(path: str | Path) -> tuple[UNet, Config]:
     except RuntimeError:
         raise SR3Error(f"{resolve_weights(path)} does not hold the EMA weights of its config's U-Net") from None
     return net.eval(), cfg
+
+
+def export_weights(src: str | Path, dst: str | Path, half: bool = True, overrides: list[str] = ()) -> Path:
+    """A standalone inference file of a run's EMA weights: config (with `sampler.*` overrides) in the metadata.
+
+    `half` stores float16 (half the size; weights are cast back to float32 when loaded). Written to a
+    temporary name and renamed, like checkpoints.
+    """
+    bad = [o for o in overrides if not o.startswith("sampler.")]
+    if bad:
+        raise SR3Error(f"an export may only change the sampler settings; got {', '.join(bad)}")
+    cfg, weights, step = read_weights(src)
+    cfg = check_bounds(from_dict(Config, apply_overrides(to_dict(cfg), list(overrides))))
+    dst = Path(dst)
+    if dst.suffix != ".safetensors":
+        raise SR3Error(f"export to a .safetensors file; got {dst}")
+    if not dst.parent.is_dir():
+        raise SR3Error(f"cannot write {dst}: its folder does not exist")
+    dtype = torch.float16 if half else torch.float32
+    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
+    save_file(_contiguous(tensors), tmp, metadata={"config": json.dumps(to_dict(cfg)), "step": str(step)})
+    os.replace(tmp, dst)
+    return dst

@@ -53,10 +53,10 @@ def training_condition(
         lr = blur_augment(lr, cfg, generator)
     image = upsample(lr, scale)
     if cfg.noise_max <= 0:
-        return Cond(image=image)
+        return Cond(image=image, base=image)
     level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
     eps = torch.randn(image.shape, generator=generator).to(image.device)
-    return Cond(image=noise_augment(image, level, gammas, eps), aug_level=level.float().to(image.device))
+    return Cond(image=noise_augment(image, level, gammas, eps), aug_level=level.float().to(image.device), base=image)
 
 
 def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, generator: torch.Generator) -> Cond:

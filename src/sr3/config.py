@@ -50,7 +50,10 @@ class UNetConfig:
 
 @dataclass(frozen=True)
 class NoiseConfig:
-    """Training noise schedule (SR3: linear beta, T=2000), parameterisation and loss."""
+    """Training noise schedule (SR3: linear beta, T=2000), parameterisation and loss.
+
+    `residual`: diffuse HR minus the upsampled LR instead of HR itself (SR stages only).
+    """
 
     schedule: Literal["linear", "cosine"] = "linear"
     timesteps: int = 2000
@@ -58,6 +61,7 @@ class NoiseConfig:
     beta_end: float = 1e-2
     parameterization: Literal["eps", "x0", "v"] = "eps"
     loss: Literal["l1", "l2"] = "l1"
+    residual: bool = False
 
 
 @dataclass(frozen=True)
@@ -87,6 +91,8 @@ class DataConfig:
 
     `classes`: one sub-folder per class (its name is the class); images are resized whole to `hr_size`.
     `class_names` is filled in from the folders when training starts and saved with every checkpoint.
+    `holdout`: the fraction of images, chosen by a hash of their file names, kept out of training for
+    validation and evaluation (`sr3 eval --holdout`).
     """
 
     mode: Literal["crops", "faces", "classes"] = "crops"
@@ -94,6 +100,7 @@ class DataConfig:
     hr_size: int = 64
     channels: Literal[3] = 3
     class_names: list[str] = field(default_factory=list)
+    holdout: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -150,6 +157,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("augment", "blur_kernel"): (1, 31),
     ("data", "scale"): (1, 64),
     ("data", "hr_size"): (8, math.inf),
+    ("data", "holdout"): (0, 0.5),
     ("train", "batch_size"): (1, math.inf),
     ("train", "grad_accum"): (1, math.inf),
     ("train", "lr"): (1e-12, 1),

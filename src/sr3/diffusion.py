@@ -23,6 +23,24 @@ class Cond:
     image: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     aug_level: torch.Tensor | None = None
+    base: torch.Tensor | None = None  # the clean upsampled LR, before augmentation noise (for residual models)
+
+
+def diffused_image(hr: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
+    """What the forward process noises: the HR image, or its residual to the upsampled LR (SRDiff, Li et al. 2022).
+
+    The residual starts every sample from bicubic quality, so a small model spends its capacity on detail.
+    """
+    if not residual:
+        return hr
+    if cond.base is None:
+        raise ValueError("a residual model needs the upsampled LR image (Cond.base)")
+    return hr - cond.base
+
+
+def undiffused_image(x: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
+    """The inverse of `diffused_image`: a sample back in image space."""
+    return x + cond.base if residual else x
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

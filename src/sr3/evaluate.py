@@ -15,8 +15,9 @@ import numpy as np
 import torch
 
 from sr3.config import SamplerConfig
+from sr3.data.pairs import split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, mod_crop, to_pil, to_tensor, to_uint8
+from sr3.imaging import imresize, list_images, load_image, mod_crop, square_resize, to_pil, to_tensor, to_uint8
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.pipeline import SR3Pipeline
@@ -32,12 +33,27 @@ class EvalPair:
     lr: torch.Tensor  # [C, H/scale, W/scale]
 
 
-def evaluation_pairs(hr_dir: str | Path, lr_dir: str | Path | None, scale: int) -> list[EvalPair]:
-    """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by MATLAB bicubic."""
+def evaluation_pairs(
+    hr_dir: str | Path, lr_dir: str | Path | None, scale: int, size: int | None = None, holdout: float = 0.0
+) -> list[EvalPair]:
+    """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by MATLAB bicubic.
+
+    `size`: each HR image is centre-cropped square and resized to size x size first (as face models are
+    trained). `holdout` > 0: only the images of that held-out split (see `sr3.data.pairs.in_holdout`).
+    """
     pairs = []
     lr_files = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
-    for hr_path in list_images(hr_dir):
+    hr_files = list_images(hr_dir)
+    if holdout > 0:
+        hr_files = split_files(hr_files, holdout, "holdout")
+        if not hr_files:
+            raise SR3Error(f"no image of {hr_dir} is in the held-out split")
+    for hr_path in hr_files:
         hr_img = load_image(hr_path)
+        if size is not None:
+            if lr_dir:
+                raise SR3Error("resizing HR images (size) cannot pair with given LR files")
+            hr_img = to_pil(square_resize(hr_img, size))  # 8-bit, as a saved HR image
         if lr_dir:
             if hr_path.stem not in lr_files:
                 raise SR3Error(f"no LR image named {hr_path.stem}.* in {lr_dir}")
@@ -83,6 +99,8 @@ def evaluate(
     seed: int = 0,
     on_image: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    colour_fix: bool = False,
+    tile: int | None = None,
 ) -> dict:
     """Score the model and bicubic on every pair; image i is sampled with seed `seed + i`."""
     scale = pipe.scale
@@ -91,7 +109,7 @@ def evaluate(
         if on_image:
             on_image(pair.name)
         start = time.perf_counter()
-        sr = pipe.super_resolve(pair.lr[None], [seed + i], sampler, progress)[0].cpu()
+        sr = pipe.super_resolve(pair.lr[None], [seed + i], sampler, progress, tile=tile, colour_fix=colour_fix)[0].cpu()
         seconds += time.perf_counter() - start
         model_rows.append({"image": pair.name, **image_scores(sr, pair.hr, pair.lr, scale)})
         bicubic = imresize(pair.lr, scale=scale).clamp(-1, 1)
@@ -103,6 +121,7 @@ def evaluate(
         "sampler": sampler.name,
         "steps": sampler.steps,
         "nfe": network_evaluations(sampler.name, sampler.steps),
+        "colour_fix": colour_fix,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,

@@ -124,6 +124,14 @@ def mod_crop(img: Image.Image, multiple: int) -> Image.Image:
     return img.crop((0, 0, width - width % multiple, height - height % multiple))
 
 
+def square_resize(img: Image.Image, size: int) -> torch.Tensor:
+    """An image centre-cropped to a square and resized to size x size by MATLAB-style bicubic (aligned faces)."""
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    square = to_tensor(img.crop((left, top, left + side, top + side)))
+    return square if side == size else imresize(square, size=(size, size)).clamp(-1, 1)
+
+
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
     """Luma Y of ITU-R BT.601 as MATLAB's `rgb2ycbcr`: RGB [H, W, 3] in [0, 255] -> Y [H, W] in [16, 235], float64."""
     rgb = np.asarray(rgb, dtype=np.float64)

@@ -1,7 +1,7 @@
 """Super-resolve images with a trained SR3 model: conditioning, padding, batching, seeds, progress.
 
-    model = SR3Pipeline.load("runs/faces")          # a run dir, checkpoint dir or .safetensors file
-    hr = model.upscale(Image.open("face16.png"), steps=50, seed=0)
+    model = SR3Pipeline.load("natural-4x")   # a shipped model, run dir, checkpoint dir or .safetensors file
+    hr = model.upscale(Image.open("photo.png"), seed=0)
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from PIL import Image
 
 from sr3.checkpoint import load_unet
 from sr3.config import Config, SamplerConfig
-from sr3.diffusion import Cond, Denoiser
+from sr3.diffusion import Cond, Denoiser, undiffused_image
 from sr3.errors import SR3Error
 from sr3.conditioning import noise_augment, upsample
 from sr3.imaging import UpscaleInput, imresize, resize_plane, split_for_upscale, to_pil, to_tensor
+from sr3.pretrained import resolve_model
 from sr3.samplers import PerSampleNoise, get_sampler, initial_noise, run_sampler
 from sr3.schedules import sampling_sigmas, training_gammas
 from sr3.tiling import TiledDenoiser
@@ -79,8 +80,8 @@ class SR3Pipeline:
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SR3Pipeline:
-        """Load the EMA weights of a run directory, checkpoint folder or weights file."""
-        net, cfg = load_unet(path)
+        """Load a shipped model by name, or the EMA weights of a run directory, checkpoint folder or weights file."""
+        net, cfg = load_unet(resolve_model(path))
         return cls(net, cfg, device)
 
     def sampler_config(self, steps: int | None = None, sampler: str | None = None) -> SamplerConfig:
@@ -134,6 +135,7 @@ class SR3Pipeline:
             tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
             denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
         x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        x = undiffused_image(x, cond, self.cfg.noise.residual)
         if colour_fix:
             x = low_frequency_fix(x, lr, self.scale)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
@@ -184,14 +186,14 @@ class SR3Pipeline:
         """The upsampled LR condition, noised to `aug_level` (a fraction of T) for augmentation-aware models."""
         image = upsample(lr, self.scale)
         if aug_level == 0:
-            return Cond(image=image)
+            return Cond(image=image, base=image)
         if not self.cfg.model.augment_embedding:
             raise SR3Error("this model was not trained with conditioning augmentation; aug_level must be 0")
         if not 0 < aug_level <= 1:
             raise SR3Error(f"aug_level must be in [0, 1]; got {aug_level}")
         level = torch.full((lr.shape[0],), aug_level, dtype=torch.float64)
-        image = noise_augment(image, level, training_gammas(self.cfg.noise), noise(image))
-        return Cond(image=image, aug_level=level.float().to(image.device))
+        noised = noise_augment(image, level, training_gammas(self.cfg.noise), noise(image))
+        return Cond(image=noised, aug_level=level.float().to(image.device), base=image)
 
     def upscale(
         self,

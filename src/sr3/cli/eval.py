@@ -11,8 +11,9 @@ from tqdm.auto import tqdm
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
-  sr3 eval --model runs/t91 --hr Set5/HR --lr Set5/LRbicx4 --scale 4 --json set5.json
+  sr3 eval --model natural-4x --hr Set5/HR --lr Set5/LRbicx4 --scale 4 --json set5.json
   sr3 eval --model runs/t91 --hr B100/HR --scale 4 --steps 100 --sampler ddpm
+  sr3 eval --model faces-8x --hr UTKFace/images --scale 8 --holdout     # the model's held-out faces
 """
 
 
@@ -20,12 +21,20 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "eval", help="evaluate a model on an HR folder", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--model", required=True, help="run directory, checkpoint folder or .safetensors file")
+    p.add_argument("--model", required=True, help="shipped model name, run directory, checkpoint folder or .safetensors file")
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", help="folder of LR images with the same names (default: made by MATLAB-style bicubic)")
     p.add_argument("--scale", required=True, type=int, help="SR factor; must match the model")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", help="sampler name (default: the model's)")
+    p.add_argument(
+        "--holdout",
+        action="store_true",
+        help="only the model's held-out images (its data.holdout split), resized as it was trained (faces, classes)",
+    )
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--colour-fix", action="store_true", help="apply the low-frequency colour correction")
+    p.add_argument("--tile", type=int, help="tile size in input pixels for large images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write all figures, per image too, to this JSON file")
@@ -57,10 +66,20 @@ def run(args: argparse.Namespace) -> None:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
-    pairs = evaluation_pairs(args.hr, args.lr, args.scale)
+    data = pipe.cfg.data
+    if args.holdout and data.holdout <= 0:
+        raise SR3Error(f"model {args.model} was trained without a held-out split (data.holdout = 0)")
+    if args.limit is not None and args.limit < 1:
+        raise SR3Error("--limit must be at least 1")
+    size = data.hr_size if args.holdout and data.mode != "crops" else None
+    pairs = evaluation_pairs(args.hr, args.lr, args.scale, size=size, holdout=data.holdout if args.holdout else 0.0)
+    pairs = pairs[: args.limit]
     sampler = pipe.sampler_config(args.steps, args.sampler)
     with tqdm(total=len(pairs) * sampler.steps, unit="step", disable=args.quiet) as bar:
-        result = evaluate(pipe, pairs, sampler, args.seed, on_image=bar.set_description, progress=lambda _: bar.update())
+        result = evaluate(
+            pipe, pairs, sampler, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
+            colour_fix=args.colour_fix, tile=args.tile,
+        )
     result["model"] = str(args.model)
     print(format_table(result))
     if args.json:

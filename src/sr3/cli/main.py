@@ -7,10 +7,17 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import fid, generate, train, upscale
+from sr3.cli import export, fid, generate, train, upscale
 from sr3.errors import SR3Error
 
-COMMANDS = {"train": train, "upscale": upscale, "eval": eval_cmd, "generate": generate, "fid": fid}
+COMMANDS = {
+    "train": train,
+    "upscale": upscale,
+    "eval": eval_cmd,
+    "generate": generate,
+    "fid": fid,
+    "export": export,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -11,10 +11,12 @@ from tqdm.auto import tqdm
 
 from sr3.errors import SR3Error
 from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
 
 EXAMPLES = """examples:
-  sr3 upscale photo.png -o photo_x4.png --model runs/t91
-  sr3 upscale photo.jpg --model runs/t91 --scale 2 --colour-fix        # writes photo_sr3.png
+  sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
+  sr3 upscale face.png -o face_x8.png --model faces-8x
+  sr3 upscale photo.jpg --scale 2 --tile 64
   sr3 upscale lowres/ -o highres/ --model runs/t91 --steps 100 --sampler ddpm --seed 7
 """
 
@@ -25,7 +27,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     p.add_argument("-o", "--output", help="output file (one input image) or folder (default: NAME_sr3.png / FOLDER_sr3)")
-    p.add_argument("--model", required=True, help="run directory, checkpoint folder or .safetensors file")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}), run directory, checkpoint folder or .safetensors file",
+    )
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
     p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")

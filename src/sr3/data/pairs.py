@@ -7,8 +7,10 @@ makes resuming exact and makes every rank's shard of a global batch well defined
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 from PIL import Image
@@ -16,7 +18,7 @@ from torch.utils.data import Dataset
 
 from sr3.config import DataConfig
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, to_tensor
+from sr3.imaging import imresize, list_images, load_image, square_resize, to_tensor
 
 
 def mix_seed(*values: int) -> int:
@@ -33,6 +35,18 @@ def seeded_generator(*values: int) -> torch.Generator:
     return torch.Generator().manual_seed(mix_seed(*values))
 
 
+def in_holdout(path: Path, fraction: float) -> bool:
+    """Whether an image belongs to the held-out split: a hash of its file name alone, so the split is the
+    same on every machine and for every copy of the data."""
+    digest = hashlib.sha256(path.name.encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
+def split_files(files: list[Path], fraction: float, split: Literal["train", "holdout"]) -> list[Path]:
+    """The training or held-out part of a file list (all of it for training when `fraction` is 0)."""
+    return [f for f in files if in_holdout(f, fraction) == (split == "holdout")]
+
+
 def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
     """The LR image of an HR tensor [C, H, W] by MATLAB-compatible antialiased bicubic downscaling."""
     return imresize(hr, scale=1 / scale).clamp(-1, 1)
@@ -42,15 +56,25 @@ class SRPairs(Dataset):
     """(HR, LR) pairs of one or more folders of HR images: random crops and flips (`crops`), whole resized
     faces (`faces`), or whole resized images labelled by their class sub-folder (`classes`, adds "label").
 
-    Index with a global sample number; see the module docstring.
+    Index with a global sample number; see the module docstring. `split` picks the training images or
+    the `cfg.holdout` fraction kept out of them.
     """
 
-    def __init__(self, folders: str | Path | Sequence[str | Path], cfg: DataConfig, seed: int = 0):
+    def __init__(
+        self,
+        folders: str | Path | Sequence[str | Path],
+        cfg: DataConfig,
+        seed: int = 0,
+        split: Literal["train", "holdout"] = "train",
+    ):
         if cfg.hr_size % cfg.scale:
             raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
         self.cfg, self.seed = cfg, seed
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         located = [(f, Path(folder)) for folder in folders for f in list_images(folder)]
+        located = [(f, root) for f, root in located if in_holdout(f, cfg.holdout) == (split == "holdout")]
+        if not located:
+            raise SR3Error(f"the {split} split of {', '.join(map(str, folders))} holds no images")
         files = [f for f, _ in located]
         sizes = [_size(f) for f in files]  # every header read now: a bad file is named before training starts
         if cfg.mode == "crops":
@@ -106,12 +130,7 @@ class SRPairs(Dataset):
 
     def _whole(self, img: Image.Image) -> torch.Tensor:
         """A whole image (e.g. an aligned face), centre-cropped to square and resized to hr_size (e.g. 200 -> 128)."""
-        side = min(img.size)
-        left, top = (img.width - side) // 2, (img.height - side) // 2
-        square = to_tensor(img.crop((left, top, left + side, top + side)))
-        if side == self.cfg.hr_size:
-            return square
-        return imresize(square, size=(self.cfg.hr_size, self.cfg.hr_size)).clamp(-1, 1)
+        return square_resize(img, self.cfg.hr_size)
 
 
 def _class_labels(located: list[tuple[Path, Path]], known: list[str]) -> tuple[list[str], list[int]]:

@@ -23,7 +23,7 @@ from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
 from sr3.config import Config, TrainConfig, from_dict, to_dict
 from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
 from sr3.conditioning import batch_condition
-from sr3.diffusion import diffusion_loss
+from sr3.diffusion import diffused_image, diffusion_loss
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
@@ -76,6 +76,8 @@ class Trainer:
             )
         if (m.num_classes > 0) != (cfg.data.mode == "classes"):
             raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
+        if cfg.noise.residual and not m.is_sr:
+            raise SR3Error("noise.residual=true needs an SR stage: a base model has no LR image to be a residual to")
         if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -92,7 +94,12 @@ class Trainer:
             cfg = self.cfg = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, class_names=self.data.class_names))
             self.data.cfg = cfg.data
         resume_from = check_run_dir(self.run_dir, cfg, resume)
-        val_source = SRPairs(val_dir, cfg.data, seed=t.seed) if val_dir else self.data
+        if val_dir:
+            val_source = SRPairs(val_dir, cfg.data, seed=t.seed)
+        elif cfg.data.holdout > 0:
+            val_source = SRPairs(data_dir, cfg.data, seed=t.seed, split="holdout")
+        else:
+            val_source = self.data
         self.val = ValBatch.from_dataset(val_source, t.val_images)
 
         self.acc = Accelerator(
@@ -167,7 +174,8 @@ class Trainer:
             cond = batch_condition(batch, self.cfg, self.gammas, gen)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
-                loss = diffusion_loss(self.net, batch["hr"], cond, self.gammas, self.cfg.noise, gen)
+                x0 = diffused_image(batch["hr"], cond, self.cfg.noise.residual)
+                loss = diffusion_loss(self.net, x0, cond, self.gammas, self.cfg.noise, gen)
                 acc.backward(loss / t.grad_accum)
             total += loss.detach() / t.grad_accum
         if t.grad_clip > 0:

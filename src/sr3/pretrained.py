@@ -1,0 +1,41 @@
+"""Models shipped inside the package, addressed by name: `sr3 upscale photo.jpg --model faces-8x`.
+
+Each is a half-precision safetensors file with its training config in the metadata, and a model
+card (`NAME.md`) saying how it was trained and how well it does. Nothing is ever downloaded.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+
+from sr3.errors import SR3Error
+
+PRETRAINED = {
+    "natural-4x": "general photos, 4x (trained on T91 + BSD200)",
+    "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
+}
+DEFAULT_MODEL = "natural-4x"
+
+
+def pretrained_path(name: str) -> Path:
+    """The weights file of a shipped model."""
+    if name not in PRETRAINED:
+        raise SR3Error(f"no shipped model named '{name}'; shipped models: {', '.join(PRETRAINED)}")
+    path = Path(str(resources.files("sr3") / "weights" / f"{name}.safetensors"))
+    if not path.is_file():
+        raise SR3Error(f"the weights of '{name}' are missing from this installation ({path}); reinstall sr3")
+    return path
+
+
+def resolve_model(spec: str | Path) -> Path:
+    """A model given by path (run directory, checkpoint folder, weights file) or by shipped name.
+
+    An existing path wins over a name, so a local folder called `natural-4x` is still usable.
+    """
+    path = Path(spec)
+    if path.exists():
+        return path
+    if str(spec) in PRETRAINED:
+        return pretrained_path(str(spec))
+    raise SR3Error(f"model '{spec}' is neither a file or folder nor a shipped model ({', '.join(PRETRAINED)})")
