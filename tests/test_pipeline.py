@@ -85,3 +85,26 @@ def test_a_residual_model_adds_its_sample_to_the_upsampled_input():
     lr = to_tensor(photo("coffee").resize((16, 12)))[None]
     out = pipe.super_resolve(lr, [0], pipe.sampler_config(steps=3, sampler="ddim"))
     assert torch.allclose(out, imresize(lr, scale=4).clamp(-1, 1), atol=1e-5)
+
+
+def test_a_regression_model_predicts_in_one_evaluation_from_the_condition_alone():
+    from sr3.models.unet import UNet
+    from sr3.pipeline import SR3Pipeline
+
+    cfg = load_config("tiny", ["noise.regression=true", "noise.parameterization=x0", "noise.residual=true"])
+    torch.manual_seed(0)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    seen = []
+    net.register_forward_hook(lambda m, args, out: seen.append(args))
+    pipe = SR3Pipeline(net, cfg)
+    lr = to_tensor(photo("coffee").resize((16, 12)))[None]
+    a = pipe.super_resolve(lr, [0], pipe.sampler_config(steps=5))
+    b = pipe.super_resolve(lr, [1], pipe.sampler_config(steps=5))
+    assert len(seen) == 2  # one evaluation per call, whatever the step count
+    x, level = seen[0]
+    assert (x[:, :3] == 0).all() and (level == 0).all()  # no noisy image: only the upsampled LR
+    assert torch.equal(a, b)  # no randomness
+    with pytest.raises(SR3Error, match="parameterization=x0"):
+        load_config("tiny", ["noise.regression=true"])

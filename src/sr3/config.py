@@ -53,6 +53,8 @@ class NoiseConfig:
     """Training noise schedule (SR3: linear beta, T=2000), parameterisation and loss.
 
     `residual`: diffuse HR minus the upsampled LR instead of HR itself (SR stages only).
+    `regression`: train the same network as a plain regression model instead (SR3's reference point): it is
+    shown no noisy image and predicts x0 in one evaluation, so it needs `parameterization: x0`.
     """
 
     schedule: Literal["linear", "cosine"] = "linear"
@@ -62,6 +64,7 @@ class NoiseConfig:
     parameterization: Literal["eps", "x0", "v"] = "eps"
     loss: Literal["l1", "l2"] = "l1"
     residual: bool = False
+    regression: bool = False
 
 
 @dataclass(frozen=True)
@@ -185,6 +188,8 @@ def check_bounds(cfg: Config) -> Config:
     m = cfg.model
     if not m.channel_mults or min(m.channel_mults) < 1:
         raise SR3Error(f"model.channel_mults must be a non-empty list of positive ints; got {m.channel_mults}")
+    if cfg.noise.regression and cfg.noise.parameterization != "x0":
+        raise SR3Error("noise.regression=true needs noise.parameterization=x0 (the network predicts the image)")
     if cfg.augment.blur_kernel % 2 == 0:
         raise SR3Error(f"augment.blur_kernel must be odd; got {cfg.augment.blur_kernel}")
     lo, hi = (cfg.augment.blur_sigma + [0, 0])[:2]

@@ -119,3 +119,19 @@ def diffusion_loss(
     target = training_target(x0, eps, g, cfg.parameterization)
     diff = out - target
     return diff.abs().mean() if cfg.loss == "l1" else diff.pow(2).mean()
+
+
+def regression_loss(net: nn.Module, x0: torch.Tensor, cond: Cond, cfg: NoiseConfig) -> torch.Tensor:
+    """The regression baseline's objective: the same network at level sqrt(gamma) = 0 with an all-zero noisy
+    image (no information), predicting x0 from the condition alone; L1 or L2 like the diffusion loss."""
+    y = torch.zeros_like(x0)
+    out = net_output(net, y, x0.new_zeros(x0.shape[0], dtype=torch.float32), cond).float()
+    diff = out - x0
+    return diff.abs().mean() if cfg.loss == "l1" else diff.pow(2).mean()
+
+
+def training_loss(
+    net: nn.Module, x0: torch.Tensor, cond: Cond, gammas: torch.Tensor, cfg: NoiseConfig, generator: torch.Generator
+) -> torch.Tensor:
+    """The loss a run trains on: `regression_loss` for regression models, `diffusion_loss` otherwise."""
+    return regression_loss(net, x0, cond, cfg) if cfg.regression else diffusion_loss(net, x0, cond, gammas, cfg, generator)

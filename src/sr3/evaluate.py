@@ -120,7 +120,7 @@ def evaluate(
         "scale": scale,
         "sampler": sampler.name,
         "steps": sampler.steps,
-        "nfe": network_evaluations(sampler.name, sampler.steps),
+        "nfe": 1 if pipe.cfg.noise.regression else network_evaluations(sampler.name, sampler.steps),
         "colour_fix": colour_fix,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),

@@ -134,7 +134,10 @@ class SR3Pipeline:
         if tile is not None:
             tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
             denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
-        x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        if self.cfg.noise.regression:  # one evaluation at infinite noise: the network sees only the condition
+            x = denoiser(torch.zeros_like(x), x.new_full(x.shape[:1], math.inf), cond)
+        else:
+            x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
         x = undiffused_image(x, cond, self.cfg.noise.residual)
         if colour_fix:
             x = low_frequency_fix(x, lr, self.scale)

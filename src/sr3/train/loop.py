@@ -23,7 +23,7 @@ from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
 from sr3.config import Config, TrainConfig, from_dict, to_dict
 from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
 from sr3.conditioning import batch_condition
-from sr3.diffusion import diffused_image, diffusion_loss
+from sr3.diffusion import diffused_image, training_loss
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
@@ -76,8 +76,8 @@ class Trainer:
             )
         if (m.num_classes > 0) != (cfg.data.mode == "classes"):
             raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
-        if cfg.noise.residual and not m.is_sr:
-            raise SR3Error("noise.residual=true needs an SR stage: a base model has no LR image to be a residual to")
+        if (cfg.noise.residual or cfg.noise.regression) and not m.is_sr:
+            raise SR3Error("noise.residual and noise.regression need an SR stage: a base model has no LR image")
         if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():
@@ -175,7 +175,7 @@ class Trainer:
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
                 x0 = diffused_image(batch["hr"], cond, self.cfg.noise.residual)
-                loss = diffusion_loss(self.net, x0, cond, self.gammas, self.cfg.noise, gen)
+                loss = training_loss(self.net, x0, cond, self.gammas, self.cfg.noise, gen)
                 acc.backward(loss / t.grad_accum)
             total += loss.detach() / t.grad_accum
         if t.grad_clip > 0:

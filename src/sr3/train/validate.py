@@ -12,7 +12,7 @@ from PIL import Image
 from sr3.config import Config
 from sr3.data.pairs import SRPairs
 from sr3.conditioning import upsample
-from sr3.diffusion import Cond, diffused_image, diffusion_loss
+from sr3.diffusion import Cond, diffused_image, training_loss
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.imaging import to_uint8
@@ -43,7 +43,7 @@ def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, c
     labels = None if val.labels is None else val.labels.to(device)
     cond = Cond(image=image, labels=labels, base=image)
     x0 = diffused_image(val.hr.to(device), cond, cfg.noise.residual)
-    losses = [diffusion_loss(net, x0, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
+    losses = [training_loss(net, x0, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
     return float(np.mean(losses))
 
 
