@@ -1,13 +1,13 @@
 import pytest
 import torch
 
-from sr3.conditioning import blur_augment, level_gamma, noise_augment, training_condition, upsample
+from sr3.conditioning import blur_augment, noise_augment, training_condition, upsample
 from sr3.config import AugmentConfig, NoiseConfig, load_config
 from sr3.errors import SR3Error
 from sr3.imaging import gaussian_kernel1d
 from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
-from sr3.schedules import training_gammas
+from sr3.schedules import level_gamma, training_gammas
 
 GAMMAS = training_gammas(NoiseConfig())
 

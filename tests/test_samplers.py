@@ -368,3 +368,33 @@ def test_sampler_grid_starts_where_training_noise_ends():
     # sanity of the fixture: the samplers above start at SR3's sigma(t = T) ~ 151
     assert float(grid(10)[0]) == pytest.approx(float(gamma_to_sigma(training_gammas(NOISE))[-1]), rel=1e-12)
     assert 140 < float(grid(10)[0]) < 160
+
+
+def test_truncated_generation_returns_the_forward_process_at_the_level():
+    """A base model stopped at level s gives z_s = sqrt(g_s) x0 + sqrt(1 - g_s) eps: the CDM truncated condition."""
+    from sr3.config import load_config
+    from sr3.schedules import level_gamma
+
+    from conftest import untrained_pipeline
+
+    cfg = load_config("tiny", ["model.in_channels=3", "data.mode=classes", "model.num_classes=2", "sampler.steps=3"])
+    pipe = untrained_pipeline(cfg)
+    x0_seen = []
+    inner = pipe.denoiser
+
+    def recording(x, sigma, cond):
+        out = inner(x, sigma, cond)
+        x0_seen.append((x, sigma, out))
+        return out
+
+    pipe.denoiser = recording
+    ddim = pipe.sampler_config(sampler="ddim")
+    z = pipe.generate(2, [0, 1], ddim, labels=torch.tensor([0, 1]), stop_level=0.25)
+    assert len(x0_seen) == 3  # `steps` evaluations, none at the stopping level itself
+    g = float(level_gamma(torch.tensor([0.25]), training_gammas(cfg.noise))[0])
+    x_last, sigma_last, x0_last = x0_seen[-1]
+    s_end = math.sqrt((1 - g) / g)
+    expected = (x0_last + s_end * (x_last - x0_last) / sigma_last[0]) * math.sqrt(g)  # DDIM's last step, in VP form
+    assert torch.allclose(z, expected, atol=1e-5)
+    assert z.shape == (2, 3, 32, 32) and z.abs().max() > 1  # noisy, unclipped
+    assert pipe.generate(2, [0, 1], ddim, labels=torch.tensor([0, 1])).abs().max() <= 1

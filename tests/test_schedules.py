@@ -11,6 +11,7 @@ from sr3.schedules import (
     cosine_gammas,
     gamma_to_sigma,
     karras_sigmas,
+    level_gamma,
     linear_gammas,
     sample_sqrt_gamma,
     sampling_sigmas,
@@ -188,3 +189,15 @@ def test_spaced_grid_with_more_steps_than_timesteps_is_rejected_or_strictly_decr
     except SR3Error:
         return
     assert (sig[1:] < sig[:-1]).all(), "spaced grid repeats sigmas when steps > timesteps"
+
+
+@pytest.mark.parametrize("schedule", ["karras", "spaced"])
+def test_truncated_grid_stops_at_the_level(schedule):
+    noise = NoiseConfig()
+    sigmas = sampling_sigmas(SamplerConfig(steps=12, schedule=schedule), noise, stop_level=0.3)
+    gammas = training_gammas(noise)
+    assert len(sigmas) == 13 and (sigmas[1:] < sigmas[:-1]).all()  # 12 intervals, no trailing 0
+    assert float(sigmas[-1]) == pytest.approx(float(gamma_to_sigma(level_gamma(torch.tensor([0.3]), gammas))[0]))
+    assert float(sigmas[0]) == pytest.approx(float(gamma_to_sigma(gammas[-1])))
+    with pytest.raises(SR3Error, match="cannot be truncated"):
+        sampling_sigmas(SamplerConfig(sigmas=[3.0, 1.0]), noise, stop_level=0.3)

@@ -14,20 +14,12 @@ import torch
 from sr3.config import AugmentConfig, Config
 from sr3.diffusion import Cond
 from sr3.imaging import gaussian_blur, imresize
+from sr3.schedules import level_gamma
 
 
 def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """SR3's condition: the LR image upsampled to the target size by (MATLAB-compatible) bicubic."""
     return imresize(lr, scale=scale)
-
-
-def level_gamma(level: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
-    """gamma at the continuous time t = level * T of a training schedule (log-linear between steps; gamma(0) = 1)."""
-    log_g = torch.cat([gammas.new_zeros(1), gammas.log()])
-    pos = level.to(gammas.device, torch.float64).clamp(0, 1) * len(gammas)
-    lo = pos.floor().long().clamp(max=len(gammas) - 1)
-    frac = pos - lo
-    return (log_g[lo] * (1 - frac) + log_g[lo + 1] * frac).exp()
 
 
 def noise_augment(image: torch.Tensor, level: torch.Tensor, gammas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -48,15 +40,16 @@ def blur_augment(lr: torch.Tensor, cfg: AugmentConfig, generator: torch.Generato
 def training_condition(
     lr: torch.Tensor, scale: int, cfg: AugmentConfig, gammas: torch.Tensor, generator: torch.Generator
 ) -> Cond:
-    """The condition of a training batch: blur (if enabled) at low resolution, upsample, noise (if enabled)."""
+    """The condition of a training batch: blur and noise (if enabled) at low resolution, then upsample."""
     if cfg.blur_prob > 0:
         lr = blur_augment(lr, cfg, generator)
     image = upsample(lr, scale)
     if cfg.noise_max <= 0:
         return Cond(image=image, base=image)
     level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
-    eps = torch.randn(image.shape, generator=generator).to(image.device)
-    return Cond(image=noise_augment(image, level, gammas, eps), aug_level=level.float().to(image.device), base=image)
+    eps = torch.randn(lr.shape, generator=generator).to(lr.device)
+    noised = upsample(noise_augment(lr, level, gammas, eps), scale)
+    return Cond(image=noised, aug_level=level.float().to(lr.device), base=image)
 
 
 def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, generator: torch.Generator) -> Cond:

@@ -106,13 +106,15 @@ class SR3Pipeline:
         aug_level: float = 0.0,
         colour_fix: bool = False,
         labels: torch.Tensor | None = None,
+        lr_noised: bool = False,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
         The LR batch is reflect-padded so the HR size is a multiple of the U-Net's downscale factor,
         and the result cropped back. `tile` (LR pixels) bounds the network's input size: larger images
         are denoised as overlapping tiles blended at every step (see `sr3.tiling`). `aug_level` > 0
-        noises the condition to that level first (CDM's conditioning augmentation at sampling time).
+        noises the condition to that level first (CDM's conditioning augmentation at sampling time), unless
+        `lr_noised` says the LR already is at that level (the truncated output of a base model).
         `colour_fix` applies `low_frequency_fix` against colour drift.
         """
         sampler = sampler or self.cfg.sampler
@@ -126,7 +128,7 @@ class SR3Pipeline:
             mode = "reflect" if pad_h < h and pad_w < w else "replicate"
             lr = F.pad(lr, (0, pad_w, 0, pad_h), mode=mode)
         noise = PerSampleNoise(seeds, self.device)
-        cond = self.condition(lr, aug_level, noise)
+        cond = self.condition(lr, aug_level, noise, lr_noised)
         cond.labels = self._labels(labels, lr.shape[0])
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
@@ -163,11 +165,14 @@ class SR3Pipeline:
         labels: torch.Tensor | None = None,
         progress: Progress = None,
         guidance: float = 0.0,
+        stop_level: float = 0.0,
     ) -> torch.Tensor:
         """Samples of a base (unconditioned on images) model: [count, C, hr_size, hr_size] in [-1, 1].
 
         `guidance` w > 0 applies classifier-free guidance, (1 + w) D(x | c) - w D(x | no class), for models
-        trained with `train.label_dropout` > 0; CDM itself used none (w = 0).
+        trained with `train.label_dropout` > 0; CDM itself used none (w = 0). `stop_level` s > 0 stops the
+        reverse process at level s and returns the noisy z_s = sqrt(gamma_s) x_0 + sqrt(1 - gamma_s) eps,
+        unclipped (CDM's truncated conditioning augmentation).
         """
         if self.cfg.model.is_sr:
             raise SR3Error("this is a super-resolution model; use super_resolve/upscale")
@@ -175,7 +180,7 @@ class SR3Pipeline:
         size = self.cfg.data.hr_size
         noise = PerSampleNoise(seeds, self.device)
         cond = Cond(labels=self._labels(labels, count))
-        sigmas = sampling_sigmas(sampler, self.cfg.noise)
+        sigmas = sampling_sigmas(sampler, self.cfg.noise, stop_level)
         denoiser = self.denoiser
         if guidance:
             if cond.labels is None:
@@ -183,20 +188,27 @@ class SR3Pipeline:
             denoiser = ClassifierFreeGuidance(self.denoiser, guidance, self.cfg.model.num_classes)
         x = initial_noise(noise, (count, self.cfg.model.out_channels, size, size), float(sigmas[0]))
         x = run_sampler(sampler.name, denoiser, x, sigmas, cond, noise, eta=sampler.eta, callback=progress)
+        if stop_level > 0:  # variance-exploding x_s -> the forward process's z_s
+            return x / math.sqrt(1 + float(sigmas[-1]) ** 2)
         return x.clamp(-1, 1)
 
-    def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise) -> Cond:
-        """The upsampled LR condition, noised to `aug_level` (a fraction of T) for augmentation-aware models."""
-        image = upsample(lr, self.scale)
+    def condition(self, lr: torch.Tensor, aug_level: float, noise: PerSampleNoise, lr_noised: bool = False) -> Cond:
+        """The upsampled LR condition, noised at low resolution to `aug_level` (a fraction of T) for
+        augmentation-aware models. `lr_noised`: the LR is already at that level (a truncated stage below)."""
         if aug_level == 0:
+            image = upsample(lr, self.scale)
             return Cond(image=image, base=image)
         if not self.cfg.model.augment_embedding:
             raise SR3Error("this model was not trained with conditioning augmentation; aug_level must be 0")
         if not 0 < aug_level <= 1:
             raise SR3Error(f"aug_level must be in [0, 1]; got {aug_level}")
         level = torch.full((lr.shape[0],), aug_level, dtype=torch.float64)
-        noised = noise_augment(image, level, training_gammas(self.cfg.noise), noise(image))
-        return Cond(image=noised, aug_level=level.float().to(image.device), base=image)
+        if lr_noised:
+            if self.cfg.noise.residual:
+                raise SR3Error("a residual model needs the clean LR image; it cannot follow a truncated stage")
+            return Cond(image=upsample(lr, self.scale), aug_level=level.float().to(lr.device))
+        noised = noise_augment(lr, level, training_gammas(self.cfg.noise), noise(lr))
+        return Cond(image=upsample(noised, self.scale), aug_level=level.float().to(lr.device), base=upsample(lr, self.scale))
 
     def upscale(
         self,

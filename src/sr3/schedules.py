@@ -62,6 +62,15 @@ def sample_sqrt_gamma(gammas: torch.Tensor, batch: int, generator: torch.Generat
     return sqrt_g[t] + u * (sqrt_g[t - 1] - sqrt_g[t])
 
 
+def level_gamma(level: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
+    """gamma at the continuous time t = level * T of a training schedule (log-linear between steps; gamma(0) = 1)."""
+    log_g = torch.cat([gammas.new_zeros(1), gammas.log()])
+    pos = level.to(gammas.device, torch.float64).clamp(0, 1) * len(gammas)
+    lo = pos.floor().long().clamp(max=len(gammas) - 1)
+    frac = pos - lo
+    return (log_g[lo] * (1 - frac) + log_g[lo + 1] * frac).exp()
+
+
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:
     """Karras et al. (2022) grid: uniform in sigma^(1/rho) from sigma_max down to sigma_min."""
     ramp = torch.linspace(0, 1, steps, dtype=torch.float64)
@@ -77,20 +86,32 @@ def _spaced(gammas: torch.Tensor, steps: int) -> torch.Tensor:
     return gamma_to_sigma(gammas[t])
 
 
-def sampling_sigmas(sampler: SamplerConfig, noise: NoiseConfig) -> torch.Tensor:
+def sampling_sigmas(sampler: SamplerConfig, noise: NoiseConfig, stop_level: float = 0.0) -> torch.Tensor:
     """Descending sigmas for `sampler.steps` network evaluations, ending in 0.
 
     The range always matches the training schedule's (sigma at t=T down to t=1), so the first step
     starts from what the model saw as pure noise. An explicit `sampler.sigmas` list wins.
+    `stop_level` s > 0 truncates the grid: `steps` intervals end at the level s (a fraction of T) instead
+    of 0, and a sampler then returns the partially denoised sample there (CDM's truncated augmentation).
     """
+    if not 0 <= stop_level < 1:
+        raise SR3Error(f"the stopping level must be in [0, 1); got {stop_level}")
+    if sampler.steps < 1:
+        raise SR3Error(f"sampler.steps must be at least 1; got {sampler.steps}")
+    gammas = training_gammas(noise)
+    if stop_level > 0:
+        if sampler.sigmas:
+            raise SR3Error("an explicit sampler.sigmas grid cannot be truncated; use a karras or spaced schedule")
+        sigma_stop = float(gamma_to_sigma(level_gamma(torch.tensor([stop_level]), gammas))[0])
+        if sampler.schedule == "karras":
+            return karras_sigmas(sampler.steps + 1, sigma_min=sigma_stop, sigma_max=float(gamma_to_sigma(gammas[-1])))
+        levels = torch.linspace(1.0, stop_level, sampler.steps + 1, dtype=torch.float64)
+        return gamma_to_sigma(level_gamma(levels, gammas))
     if sampler.sigmas:
         sig = torch.tensor(sampler.sigmas, dtype=torch.float64)
         if (sig <= 0).any() or (sig[1:] >= sig[:-1]).any():
             raise SR3Error("sampler.sigmas must be positive and strictly decreasing")
         return torch.cat([sig, sig.new_zeros(1)])
-    if sampler.steps < 1:
-        raise SR3Error(f"sampler.steps must be at least 1; got {sampler.steps}")
-    gammas = training_gammas(noise)
     if sampler.schedule == "karras":
         sig_all = gamma_to_sigma(gammas)
         sig = karras_sigmas(sampler.steps, sigma_min=float(sig_all[0]), sigma_max=float(sig_all[-1]))

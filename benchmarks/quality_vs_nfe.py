@@ -1,0 +1,158 @@
+"""Image quality against network evaluations (NFE) and time: each sampler at each NFE on one SR test set.
+
+Prints PSNR/SSIM (Y), consistency and seconds per image for every (sampler, NFE), bicubic and an optional
+reference run (e.g. 1000-step ancestral), and saves the table as JSON and a plot as PNG.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+from pathlib import Path
+
+from sr3.errors import SR3Error
+from sr3.evaluate import evaluate, evaluation_pairs
+from sr3.pipeline import SR3Pipeline
+from sr3.samplers import SAMPLERS, network_evaluations
+
+EXAMPLES = """examples:
+  python benchmarks/quality_vs_nfe.py --model natural-4x --hr ../data/Set14/HR --lr ../data/Set14/LRbicx4 \\
+      --samplers euler,heun,dpmpp_2m --nfe 1,2,4,8,16 --reference ddpm:1000 --plot nfe.png --json nfe.json
+  python benchmarks/quality_vs_nfe.py --model faces-8x --hr ../data/UTKFace/images --holdout --limit 50"""
+
+
+def steps_for(sampler: str, nfe: int) -> int:
+    """Grid steps giving `nfe` network evaluations (Heun's last step to 0 is a single Euler evaluation)."""
+    return (nfe + 1) // 2 if sampler == "heun" else nfe
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
+    p.add_argument("--hr", required=True, help="folder of HR images")
+    p.add_argument("--lr", help="folder of LR images with the same names (default: MATLAB-style bicubic)")
+    p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--samplers", default="euler,heun,dpmpp_2m,ddim", help="comma-separated sampler names")
+    p.add_argument("--nfe", default="1,2,4,8,16,32", help="comma-separated network-evaluation counts")
+    p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid (default: the model's)")
+    p.add_argument("--reference", help="SAMPLER:STEPS run to compare against, e.g. ddpm:1000 (SR3's ancestral sampler)")
+    p.add_argument("--colour-fix", action="store_true", help="apply the low-frequency colour correction")
+    p.add_argument("--tile", type=int, help="tile size in input pixels")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--json", help="write the table here")
+    p.add_argument("--plot", help="save a PNG plot of PSNR-Y and consistency against NFE and seconds per image")
+    return p.parse_args(argv)
+
+
+def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
+    cfg = pipe.sampler_config(steps, sampler)
+    if args.schedule:
+        cfg = dataclasses.replace(cfg, schedule=args.schedule)
+    r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile)
+    row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
+    return {"sampler": sampler, "steps": steps, "schedule": cfg.schedule, **row, "bicubic": r["bicubic"]}
+
+
+def print_row(name: str, row: dict) -> None:
+    print(
+        f"{name:<12}{row['nfe']:>6}{row['psnr_y']:>9.2f}{row['ssim_y']:>9.4f}{row['consistency']:>12.2e}"
+        f"{row['seconds_per_image']:>10.2f}",
+        flush=True,
+    )
+
+
+def plot(rows: list[dict], reference: dict | None, bicubic: dict, path: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
+    for sampler in dict.fromkeys(r["sampler"] for r in rows):
+        mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
+        nfe = [r["nfe"] for r in mine]
+        axes[0].plot(nfe, [r["psnr_y"] for r in mine], "o-", label=sampler)
+        axes[1].plot(nfe, [r["consistency"] for r in mine], "o-", label=sampler)
+        axes[2].plot([r["seconds_per_image"] for r in mine], [r["psnr_y"] for r in mine], "o-", label=sampler)
+    for ax, key in ((axes[0], "psnr_y"), (axes[1], "consistency"), (axes[2], "psnr_y")):
+        ax.axhline(bicubic[key], color="grey", ls=":", label="bicubic")
+        if reference:
+            ax.axhline(reference[key], color="black", ls="--", label=f"{reference['sampler']} {reference['steps']} steps")
+    axes[0].set(xscale="log", xlabel="network evaluations", ylabel="PSNR-Y (dB)")
+    axes[1].set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="consistency (MSE vs LR)")
+    axes[2].set(xscale="log", xlabel="seconds per image", ylabel="PSNR-Y (dB)")
+    axes[0].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import torch
+
+        if args.threads:
+            torch.set_num_threads(args.threads)
+        samplers = [s for s in args.samplers.split(",") if s]
+        unknown = [s for s in samplers if s not in SAMPLERS]
+        if unknown:
+            raise SR3Error(f"unknown sampler(s) {', '.join(unknown)}; known: {', '.join(SAMPLERS)}")
+        try:
+            nfes = sorted({int(n) for n in args.nfe.split(",") if n})
+        except ValueError:
+            raise SR3Error(f"--nfe must be comma-separated integers; got {args.nfe}") from None
+        if not nfes or nfes[0] < 1:
+            raise SR3Error("--nfe values must be at least 1")
+        pipe = SR3Pipeline.load(args.model)
+        data = pipe.cfg.data
+        if args.holdout and data.holdout <= 0:
+            raise SR3Error(f"model {args.model} has no held-out split")
+        size = data.hr_size if args.holdout and data.mode != "crops" else None
+        pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0)
+        pairs = pairs[: args.limit] if args.limit else pairs
+        print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
+        print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
+        reference = None
+        if args.reference:
+            name, _, steps = args.reference.partition(":")
+            if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+                raise SR3Error(f"--reference must be SAMPLER:STEPS, e.g. ddpm:1000; got {args.reference}")
+            reference = run_one(pipe, pairs, name, int(steps), args)
+            print_row(f"{name}*", reference)
+        rows = []
+        for sampler in samplers:
+            for nfe in nfes:
+                steps = steps_for(sampler, nfe)
+                if network_evaluations(sampler, steps) != nfe:
+                    continue  # e.g. Heun cannot spend an even NFE
+                rows.append(run_one(pipe, pairs, sampler, steps, args))
+                print_row(sampler, rows[-1])
+        bicubic = (reference or rows[0])["bicubic"]
+        print(f"{'bicubic':<12}{'':>6}{bicubic['psnr_y']:>9.2f}{bicubic['ssim_y']:>9.4f}{bicubic['consistency']:>12.2e}")
+        result = {
+            "model": str(args.model),
+            "images": len(pairs),
+            "hr": str(args.hr),
+            "colour_fix": args.colour_fix,
+            "threads": torch.get_num_threads(),
+            "reference": reference,
+            "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency")},
+            "rows": [{k: v for k, v in r.items() if k != "bicubic"} for r in rows],
+        }
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2))
+        if args.plot:
+            plot(rows, reference, bicubic, args.plot, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+    except SR3Error as exc:
+        print(f"quality_vs_nfe: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
