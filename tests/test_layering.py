@@ -12,7 +12,7 @@ LAYERS = {
     "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "conditioning": 3,
     "checkpoint": 4,
     "pipeline": 5,
-    "evaluate": 6, "train": 6,
+    "evaluate": 6, "train": 6, "cascade": 6,
     "cli": 7,
 }
 

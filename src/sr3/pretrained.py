@@ -16,6 +16,8 @@ PRETRAINED = {
     "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
 }
 DEFAULT_MODEL = "natural-4x"
+CASCADES: dict[str, str] = {}
+CASCADE_FILE = "cascade.yaml"
 
 
 def pretrained_path(name: str) -> Path:
@@ -39,3 +41,28 @@ def resolve_model(spec: str | Path) -> Path:
     if str(spec) in PRETRAINED:
         return pretrained_path(str(spec))
     raise SR3Error(f"model '{spec}' is neither a file or folder nor a shipped model ({', '.join(PRETRAINED)})")
+
+
+def resolve_cascade(spec: str | Path) -> Path:
+    """The YAML file of a cascade given as a file, a folder holding `cascade.yaml`, or a shipped name."""
+    path = Path(spec)
+    if path.is_dir() and (path / CASCADE_FILE).is_file():
+        return path / CASCADE_FILE
+    if path.is_file():
+        return path
+    if str(spec) in CASCADES:
+        packaged = Path(str(resources.files("sr3") / "weights" / str(spec) / CASCADE_FILE))
+        if packaged.is_file():
+            return packaged
+        raise SR3Error(f"the files of cascade '{spec}' are missing from this installation; reinstall sr3")
+    raise SR3Error(f"cascade '{spec}' is neither a cascade file or folder nor a shipped cascade ({', '.join(CASCADES) or 'none'})")
+
+
+def is_cascade(spec: str | Path) -> bool:
+    """Whether `spec` names a cascade (a YAML file, a folder with `cascade.yaml`, a shipped cascade)."""
+    path = Path(spec)
+    if path.is_dir():
+        return (path / CASCADE_FILE).is_file()
+    if path.is_file():
+        return path.suffix.lower() in (".yaml", ".yml")
+    return str(spec) in CASCADES

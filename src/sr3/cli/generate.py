@@ -1,4 +1,4 @@
-"""`sr3 generate`: sample a class-conditional (or unconditional) base model."""
+"""`sr3 generate`: sample a class-conditional (or unconditional) base model, or a whole cascade."""
 
 from __future__ import annotations
 
@@ -12,60 +12,86 @@ from sr3.errors import SR3Error
 from sr3.imaging import to_pil
 
 EXAMPLES = """examples:
-  sr3 generate --model runs/base32 --class n07749582 -n 16 -o lemons/ --seed 0
-  sr3 generate --model runs/base32 --class lemon -n 8 -o out/ --steps 100 --guidance 1.5
+  sr3 generate --model tinyimagenet-10 --class lemon -n 16 -o lemons/ --seed 0
+  sr3 generate --model cascade.yaml --class n07749582 -n 8 -o out/ --set 1.aug_level=0.2 --set 1.steps=10
+  sr3 generate --model runs/base32 --class 3 -n 8 -o out/ --steps 100 --guidance 1.5
 """
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "generate", help="sample a base model", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
+        "generate",
+        help="sample a base model or a cascade",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--model", required=True, help="run directory, checkpoint folder or .safetensors file of a base model")
-    p.add_argument("--class", dest="label", help="class name (its folder name) or index, for class-conditional models")
+    p.add_argument("--model", required=True, help="cascade (shipped name, YAML file or folder) or a base model's run/weights")
+    p.add_argument("--class", dest="label", help="class by name (e.g. wnid), title (e.g. lemon) or index")
     p.add_argument("-n", "--num", type=int, default=1, help="number of images")
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
-    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", help="sampler name (default: the model's)")
-    p.add_argument("--guidance", type=float, default=0.0, help="classifier-free guidance scale (0: none, as CDM)")
+    p.add_argument("--steps", type=int, help="sampling steps of every stage (default: each stage's own)")
+    p.add_argument("--sampler", help="sampler of every stage (default: each stage's own)")
+    p.add_argument("--guidance", type=float, help="classifier-free guidance scale of the base model (0: none, as CDM)")
+    p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", help="cascade stage setting, e.g. 1.aug_level=0.2")
+    p.add_argument("--save-stages", action="store_true", help="also save every stage's output (cascades)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
     p.add_argument("--quiet", action="store_true")
 
 
-def class_index(label: str | None, names: list[str], num_classes: int) -> int | None:
-    """The index of a class given by name or number; None for unconditional models."""
-    if num_classes == 0:
-        if label is not None:
-            raise SR3Error("this model is not class-conditional; leave out --class")
-        return None
-    if label is None:
-        raise SR3Error(f"this model is class-conditional: pass --class (one of {', '.join(names) or num_classes})")
-    if label in names:
-        return names.index(label)
-    if label.isdigit() and int(label) < num_classes:
-        return int(label)
-    raise SR3Error(f"unknown class '{label}'; classes: {', '.join(names) or f'0..{num_classes - 1}'}")
+def load_cascade(args: argparse.Namespace):
+    """The cascade to sample: a cascade spec, or a base model alone as a one-stage cascade."""
+    from sr3.cascade import Cascade, CascadeConfig, StageConfig, read_cascade
+    from sr3.pipeline import SR3Pipeline
+    from sr3.pretrained import is_cascade, resolve_cascade
+
+    every = []
+    if args.steps is not None:
+        every.append(f"steps={args.steps}")
+    if args.sampler is not None:
+        every.append(f"sampler={args.sampler}")
+    if is_cascade(args.model):
+        stages = len(read_cascade(resolve_cascade(args.model)).stages)
+        overrides = [f"{k}.{kv}" for k in range(stages) for kv in every] + list(args.set)
+        if args.guidance is not None:
+            overrides.append(f"0.guidance={args.guidance}")
+        return Cascade.load(args.model, args.device, overrides)
+    if args.set:
+        raise SR3Error("--set changes cascade stages; this model is a single base model")
+    pipe = SR3Pipeline.load(args.model, args.device)
+    stage = StageConfig(model=str(args.model), sampler=args.sampler or "", steps=args.steps or 0, guidance=args.guidance or 0.0)
+    return Cascade(CascadeConfig(stages=[stage]), [pipe])
 
 
 def run(args: argparse.Namespace) -> None:
-    from sr3.pipeline import SR3Pipeline
+    from sr3.cascade import class_index
 
     if args.num < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise SR3Error("-n, --batch-size and --steps must be at least 1")
     out = Path(args.output)
     if out.is_file():
         raise SR3Error(f"output {out} is a file, not a folder")
-    pipe = SR3Pipeline.load(args.model, args.device)
-    index = class_index(args.label, pipe.cfg.data.class_names, pipe.cfg.model.num_classes)
-    sampler = pipe.sampler_config(args.steps, args.sampler)
+    cascade = load_cascade(args)
+    if cascade.num_classes == 0:
+        if args.label is not None:
+            raise SR3Error("this model is not class-conditional; leave out --class")
+        index = None
+    elif args.label is None:
+        raise SR3Error(f"this model is class-conditional: pass --class (one of {', '.join(cascade.class_names) or cascade.num_classes})")
+    else:
+        index = class_index(args.label, cascade.class_names, cascade.cfg.class_titles, cascade.num_classes)
     out.mkdir(parents=True, exist_ok=True)
-    with tqdm(total=args.num * sampler.steps, unit="step", disable=args.quiet) as bar:
+    prefix = cascade.class_names[index] if index is not None and cascade.class_names else (args.label or "sample")
+    with tqdm(total=args.num * cascade.network_evaluations(), unit="step", disable=args.quiet) as bar:
         for first in range(0, args.num, args.batch_size):
             count = min(args.batch_size, args.num - first)
             labels = None if index is None else torch.full((count,), index)
             seeds = [args.seed + first + i for i in range(count)]
-            images = pipe.generate(count, seeds, sampler, labels, lambda _: bar.update(count), args.guidance)
-            for seed, image in zip(seeds, images.cpu()):
-                to_pil(image).save(out / f"{args.label or 'sample'}_{seed:05d}.png")
+            stages = cascade.sample(labels, seeds, lambda _: bar.update(count))
+            for seed, image in zip(seeds, stages[-1].cpu()):
+                to_pil(image).save(out / f"{prefix}_{seed:05d}.png")
+            if args.save_stages:
+                for k, stage in enumerate(stages[:-1]):
+                    for seed, image in zip(seeds, stage.cpu()):
+                        to_pil(image.clamp(-1, 1)).save(out / f"{prefix}_{seed:05d}_stage{k}.png")

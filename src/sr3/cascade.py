@@ -1,0 +1,185 @@
+"""Cascaded diffusion (CDM, Ho et al. 2021): a class-conditional base model, then SR stages raising its resolution.
+
+A cascade is a YAML file naming its stages; each stage is a model trained on its own with `sr3 train`
+(so stages train in parallel, anywhere) and the settings it is sampled with:
+
+    class_titles: [bullfrog, Egyptian cat, ...]          # optional human names, in class order
+    stages:
+      - {model: base32.safetensors, steps: 50}
+      - {model: sr32-64.safetensors, steps: 20, aug_level: 0.2, truncate: false}
+
+Model paths are relative to the cascade file. `aug_level` s is the conditioning augmentation applied at
+sampling time (a fraction of T): non-truncated, the stage below finishes and its output is noised to s;
+truncated, the stage below (a base model) stops its reverse process at s and hands over z_s as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import yaml
+
+from sr3.config import from_dict, to_dict
+from sr3.data.pairs import mix_seed
+from sr3.errors import SR3Error
+from sr3.pipeline import SR3Pipeline
+from sr3.pretrained import resolve_cascade
+
+
+@dataclass(frozen=True)
+class StageConfig:
+    """One stage: its model and how it is sampled. `sampler`/`steps` empty or 0 mean the model's own."""
+
+    model: str
+    sampler: str = ""
+    steps: int = 0
+    guidance: float = 0.0
+    aug_level: float = 0.0
+    truncate: bool = False
+
+
+@dataclass(frozen=True)
+class CascadeConfig:
+    """The stages, lowest resolution first, and optional human-readable class names."""
+
+    stages: list[StageConfig]
+    class_titles: list[str] = field(default_factory=list)
+
+
+def read_cascade(path: Path, overrides: Sequence[str] = ()) -> CascadeConfig:
+    """A cascade file with `STAGE.KEY=VALUE` overrides (e.g. `1.aug_level=0.2`), every key checked."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise SR3Error(f"cannot read cascade {path}: {exc}".splitlines()[0]) from None
+    cfg = from_dict(CascadeConfig, data)
+    stages = [to_dict(s) for s in cfg.stages]
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        index, _, name = key.partition(".")
+        if not sep or not index.isdigit() or not name:
+            raise SR3Error(f"cascade override '{item}' must look like STAGE.KEY=VALUE, e.g. 1.aug_level=0.2")
+        if int(index) >= len(stages):
+            raise SR3Error(f"cascade override '{item}': there are only {len(stages)} stages (0..{len(stages) - 1})")
+        stages[int(index)][name] = yaml.safe_load(raw)
+    return from_dict(CascadeConfig, {"stages": stages, "class_titles": cfg.class_titles})
+
+
+class Cascade:
+    """Loaded stages of a cascade; `sample` runs them all, lowest resolution first."""
+
+    def __init__(self, cfg: CascadeConfig, pipelines: list[SR3Pipeline]):
+        self.cfg, self.pipelines = cfg, pipelines
+        check_stages(cfg, pipelines)
+
+    @classmethod
+    def load(cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> Cascade:
+        """A cascade file, a folder holding `cascade.yaml`, or a shipped cascade by name."""
+        path = resolve_cascade(spec)
+        cfg = read_cascade(path, overrides)
+        pipelines = []
+        for stage in cfg.stages:
+            model = Path(stage.model)
+            pipelines.append(SR3Pipeline.load(model if model.is_absolute() else path.parent / model, device))
+        return cls(cfg, pipelines)
+
+    @property
+    def class_names(self) -> list[str]:
+        """Class names (e.g. wnids) of the base model, in label order."""
+        return self.pipelines[0].cfg.data.class_names
+
+    @property
+    def num_classes(self) -> int:
+        return self.pipelines[0].cfg.model.num_classes
+
+    @property
+    def resolution(self) -> int:
+        return self.pipelines[-1].cfg.data.hr_size
+
+    def network_evaluations(self) -> int:
+        """Network evaluations per image over all stages (progress totals)."""
+        return sum(self.stage_sampler(i).steps for i in range(len(self.pipelines)))
+
+    def stage_sampler(self, index: int):
+        stage, pipe = self.cfg.stages[index], self.pipelines[index]
+        return pipe.sampler_config(stage.steps or None, stage.sampler or None)
+
+    @torch.inference_mode()
+    def sample(
+        self,
+        labels: torch.Tensor | None,
+        seeds: Sequence[int],
+        progress: Callable[[int], None] | None = None,
+    ) -> list[torch.Tensor]:
+        """The output of every stage for one batch ([B, C, size, size] each, last is the final image).
+
+        Stage 0 draws its noise from `seeds`, so it matches `sr3 generate` on the base model alone; stage k
+        draws from seeds mixed with k. A truncated hand-over is noisy by design; its clean output is not shown.
+        """
+        stages, pipes = self.cfg.stages, self.pipelines
+        stop = stages[1].aug_level if len(stages) > 1 and stages[1].truncate else 0.0
+        base = stages[0]
+        x = pipes[0].generate(len(seeds), seeds, self.stage_sampler(0), labels, progress, base.guidance, stop)
+        outputs = [x]
+        for k in range(1, len(pipes)):
+            stage_seeds = [mix_seed(s, k) for s in seeds]
+            stage = stages[k]
+            x = pipes[k].super_resolve(
+                x, stage_seeds, self.stage_sampler(k), progress, aug_level=stage.aug_level,
+                labels=labels if pipes[k].cfg.model.num_classes else None, lr_noised=stage.truncate,
+            )
+            outputs.append(x)
+        return outputs
+
+    def replace_stage(self, index: int, **changes) -> Cascade:
+        """The same loaded models with different sampling settings for one stage (for sweeps)."""
+        stages = list(self.cfg.stages)
+        stages[index] = dataclasses.replace(stages[index], **changes)
+        return Cascade(dataclasses.replace(self.cfg, stages=stages), self.pipelines)
+
+
+def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
+    """Refuse cascades whose stages do not fit together, naming the stage."""
+    if not cfg.stages:
+        raise SR3Error("a cascade needs at least one stage")
+    if pipes[0].cfg.model.is_sr:
+        raise SR3Error("stage 0 of a cascade must be a base model (no image condition)")
+    names = pipes[0].cfg.data.class_names
+    if cfg.class_titles and len(cfg.class_titles) != pipes[0].cfg.model.num_classes:
+        raise SR3Error(f"class_titles names {len(cfg.class_titles)} classes; the base model has {pipes[0].cfg.model.num_classes}")
+    for k, (stage, pipe) in enumerate(zip(cfg.stages, pipes)):
+        m, data = pipe.cfg.model, pipe.cfg.data
+        if k == 0:
+            if stage.aug_level or stage.truncate:
+                raise SR3Error("stage 0 has nothing to augment: aug_level and truncate belong to SR stages")
+            continue
+        if not m.is_sr:
+            raise SR3Error(f"stage {k} must be an SR model")
+        below = pipes[k - 1].cfg.data.hr_size
+        if data.hr_size != below * data.scale:
+            raise SR3Error(f"stage {k} turns {data.hr_size // data.scale} px into {data.hr_size} px, but stage {k - 1} makes {below} px")
+        if m.num_classes and data.class_names != names:
+            raise SR3Error(f"stage {k} was trained on other classes than the base model")
+        if stage.aug_level and not m.augment_embedding:
+            raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
+        if not 0 <= stage.aug_level < 1:
+            raise SR3Error(f"stage {k}: aug_level must be in [0, 1); got {stage.aug_level}")
+        if stage.truncate and (k != 1 or stage.aug_level <= 0):
+            raise SR3Error(f"stage {k}: truncate needs aug_level > 0 and a base model right below (stage 1 only)")
+
+
+def class_index(label: str, names: Sequence[str], titles: Sequence[str], num_classes: int) -> int:
+    """The index of a class given by name (e.g. wnid), title (e.g. 'lemon') or number."""
+    if label in names:
+        return list(names).index(label)
+    lowered = [t.lower() for t in titles]
+    if label.lower() in lowered:
+        return lowered.index(label.lower())
+    if label.isdigit() and int(label) < num_classes:
+        return int(label)
+    shown = [f"{n} ({t})" for n, t in zip(names, titles)] if titles else list(names) or [f"0..{num_classes - 1}"]
+    raise SR3Error(f"unknown class '{label}'; classes: {', '.join(shown)}")

@@ -1,0 +1,110 @@
+"""Cascades: stages fit together, sample end to end, keep seeds and classes apart, and hand over truncated samples."""
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from sr3.cascade import Cascade, class_index
+from sr3.cli.main import main
+from sr3.config import load_config, to_dict
+from sr3.errors import SR3Error
+from sr3.models.unet import UNet
+from sr3.pipeline import SR3Pipeline
+
+CLASSES = "data.class_names=[n01, n02]"
+BASE = ["model.in_channels=3", "data.mode=classes", "model.num_classes=2", CLASSES, "data.hr_size=16", "sampler.steps=3"]
+SR = ["data.mode=classes", "model.num_classes=2", CLASSES, "data.hr_size=32", "data.scale=2",
+      "model.augment_embedding=true", "sampler.steps=2"]
+
+
+def _weights(path, overrides, seed):
+    cfg = load_config("tiny", overrides)
+    torch.manual_seed(seed)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path, metadata={"config": json.dumps(to_dict(cfg))})
+    return path
+
+
+@pytest.fixture(scope="module")
+def cascade_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cascade")
+    _weights(root / "base.safetensors", BASE, 0)
+    _weights(root / "sr.safetensors", SR, 1)
+    (root / "cascade.yaml").write_text(
+        "class_titles: [bullfrog, lemon]\n"
+        "stages:\n  - {model: base.safetensors}\n  - {model: sr.safetensors, aug_level: 0.1}\n"
+    )
+    return root
+
+
+def test_cascade_samples_every_stage_at_its_size(cascade_dir):
+    cascade = Cascade.load(cascade_dir)
+    stages = cascade.sample(torch.tensor([0, 1]), [3, 4])
+    assert [s.shape for s in stages] == [(2, 3, 16, 16), (2, 3, 32, 32)]
+    assert cascade.network_evaluations() == 5 and cascade.resolution == 32
+    again = cascade.sample(torch.tensor([0, 1]), [3, 4])
+    assert torch.equal(stages[-1], again[-1])
+    base = SR3Pipeline.load(cascade_dir / "base.safetensors")
+    alone = base.generate(2, [3, 4], labels=torch.tensor([0, 1]))
+    assert torch.equal(stages[0], alone)  # stage 0 is the base model sampled with the same seeds
+
+
+def test_classes_change_the_output_under_one_seed(cascade_dir):
+    cascade = Cascade.load(cascade_dir)
+    a = cascade.sample(torch.tensor([0]), [7])[-1]
+    b = cascade.sample(torch.tensor([1]), [7])[-1]
+    assert (a - b).abs().mean() > 1e-3
+
+
+def test_truncated_hand_over_is_the_noisy_base_sample(cascade_dir):
+    cascade = Cascade.load(cascade_dir, overrides=["1.aug_level=0.3", "1.truncate=true"])
+    stages = cascade.sample(torch.tensor([0]), [2])
+    assert stages[0].abs().max() > 1  # z_s: not clipped, still noisy
+    plain = Cascade.load(cascade_dir, overrides=["1.aug_level=0.3"]).sample(torch.tensor([0]), [2])
+    assert plain[0].abs().max() <= 1 and not torch.equal(stages[-1], plain[-1])
+    assert stages[-1].abs().max() <= 1
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["1.aug_level=0.5", "0.aug_level=0.1"], "stage 0 has nothing to augment"),
+        (["1.truncate=true", "1.aug_level=0"], "truncate needs aug_level > 0"),
+        (["2.steps=3"], "only 2 stages"),
+        (["1.stepz=3"], "unknown config key"),
+        (["steps=3"], "STAGE.KEY=VALUE"),
+    ],
+)
+def test_bad_cascades_are_named(cascade_dir, overrides, message):
+    with pytest.raises(SR3Error, match=message):
+        Cascade.load(cascade_dir, overrides=overrides)
+
+
+def test_stage_sizes_must_chain(cascade_dir, tmp_path):
+    _weights(tmp_path / "sr64.safetensors", [*SR[:-4], "data.hr_size=64", "data.scale=2", "model.augment_embedding=true"], 2)
+    (tmp_path / "cascade.yaml").write_text(
+        f"stages:\n  - {{model: {cascade_dir / 'base.safetensors'}}}\n  - {{model: sr64.safetensors}}\n"
+    )
+    with pytest.raises(SR3Error, match="turns 32 px into 64 px, but stage 0 makes 16 px"):
+        Cascade.load(tmp_path)
+
+
+def test_classes_by_name_title_or_index():
+    names, titles = ["n01", "n02"], ["bullfrog", "Lemon"]
+    assert [class_index(c, names, titles, 2) for c in ("n02", "lemon", "0")] == [1, 1, 0]
+    with pytest.raises(SR3Error, match=r"n01 \(bullfrog\)"):
+        class_index("cat", names, titles, 2)
+
+
+def test_generate_cli_samples_the_cascade(cascade_dir, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["generate", "--model", str(cascade_dir), "--class", "lemon", "-n", "2", "-o", str(out),
+                 "--set", "1.steps=1", "--save-stages", "--quiet"]) == 0
+    assert sorted(p.name for p in out.iterdir()) == [
+        "n02_00000.png", "n02_00000_stage0.png", "n02_00001.png", "n02_00001_stage0.png"]
+    assert main(["generate", "--model", str(cascade_dir), "--class", "cat", "-o", str(out), "--quiet"]) == 2
+    assert "unknown class 'cat'" in capsys.readouterr().err
