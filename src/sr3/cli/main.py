@@ -7,7 +7,7 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import export, fid, generate, train, upscale
+from sr3.cli import cascade, export, fid, generate, train, upscale
 from sr3.errors import SR3Error
 
 COMMANDS = {
@@ -17,6 +17,7 @@ COMMANDS = {
     "generate": generate,
     "fid": fid,
     "export": export,
+    "cascade": cascade,
 }
 
 

@@ -8,6 +8,7 @@ downloaded; reference statistics are cached by folder contents.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
 from collections.abc import Callable
@@ -48,11 +49,10 @@ def inception_features(images: torch.Tensor, net: torch.jit.ScriptModule) -> np.
     return net(to_inception_size(images.to(device, torch.float32))).double().cpu().numpy()
 
 
-def folder_features(
-    folder: str | Path, net: torch.jit.ScriptModule, batch: int = 50, progress: Callable[[int], None] | None = None
+def image_features(
+    files: list[Path], net: torch.jit.ScriptModule, batch: int = 50, progress: Callable[[int], None] | None = None
 ) -> np.ndarray:
-    """Features of every image in a folder (recursively), in sorted order; `progress(n)` after each batch of n."""
-    files = list_images(folder)
+    """Features of image files in order; `progress(n)` after each batch of n."""
     chunks = []
     for first in range(0, len(files), batch):
         images = torch.cat([to_inception_size(to_tensor(load_image(f))[None]) for f in files[first : first + batch]])
@@ -60,6 +60,34 @@ def folder_features(
         if progress:
             progress(len(images))
     return np.concatenate(chunks)
+
+
+def folder_features(
+    folder: str | Path, net: torch.jit.ScriptModule, batch: int = 50, progress: Callable[[int], None] | None = None
+) -> np.ndarray:
+    """Features of every image in a folder (recursively), in sorted order."""
+    return image_features(list_images(folder), net, batch, progress)
+
+
+def reference_files(folder: str | Path, labels_csv: str | Path | None = None, classes: list[str] | None = None) -> list[Path]:
+    """The images of a reference folder, or only those of `classes` by a labels CSV (a `file` column and any
+    column naming the class, e.g. TinyImageNet-val's `file,wnid,class_index,class_name`)."""
+    files = list_images(folder)
+    if labels_csv is None:
+        return files
+    try:
+        with open(labels_csv, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise SR3Error(f"cannot read labels {labels_csv}: {exc}") from None
+    if not rows or "file" not in rows[0]:
+        raise SR3Error(f"labels {labels_csv} needs a header with a 'file' column")
+    wanted = set(classes or [])
+    keep = {r["file"] for r in rows if wanted & set(r.values())}
+    chosen = [f for f in files if f.name in keep]
+    if not chosen:
+        raise SR3Error(f"no image of {folder} belongs to the classes {', '.join(sorted(wanted))} in {labels_csv}")
+    return chosen
 
 
 def statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -96,20 +124,28 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
-def reference_statistics(folder: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path, progress=None) -> tuple:
-    """(mu, sigma) of a reference folder, cached in `cache_dir` under a hash of its file names, sizes and times."""
-    files = list_images(folder)
+def reference_features(
+    files: list[Path], root: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path, progress=None
+) -> np.ndarray:
+    """Features of reference images, cached in `cache_dir` under a hash of their names, sizes and times."""
     key = hashlib.sha1()
     for f in files:
         stat = f.stat()
-        key.update(f"{f.relative_to(folder)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        key.update(f"{f.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     cache = Path(cache_dir) / f"fid-ref-{key.hexdigest()[:16]}.npz"
     if cache.is_file():
         with np.load(cache) as saved:
-            return saved["mu"], saved["sigma"]
-    mu, sigma = statistics(folder_features(folder, net, progress=progress))
+            return saved["features"].astype(np.float64)
+    features = image_features(files, net, progress=progress).astype(np.float32)  # as cached, so every call agrees
     cache.parent.mkdir(parents=True, exist_ok=True)
     tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, mu=mu, sigma=sigma)
+    np.savez(tmp, features=features)
     tmp.replace(cache)
-    return mu, sigma
+    return features.astype(np.float64)
+
+
+def fid_kid(features: np.ndarray, reference: np.ndarray) -> dict[str, float]:
+    """FID and KID (mean and std over subsets) of a feature set against reference features."""
+    fid = frechet_distance(*statistics(features), *statistics(reference))
+    kid, kid_std = kernel_inception_distance(features, reference)
+    return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_images": len(features), "n_reference": len(reference)}
