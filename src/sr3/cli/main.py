@@ -7,7 +7,7 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import cascade, export, fid, generate, train, upscale
+from sr3.cli import cas, cascade, export, fid, generate, train, upscale
 from sr3.errors import SR3Error
 
 COMMANDS = {
@@ -18,6 +18,7 @@ COMMANDS = {
     "fid": fid,
     "export": export,
     "cascade": cascade,
+    "cas": cas,
 }
 
 
