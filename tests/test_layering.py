@@ -13,7 +13,8 @@ LAYERS = {
     "checkpoint": 4,
     "pipeline": 5,
     "evaluate": 6, "train": 6, "cascade": 6,
-    "cli": 7,
+    "schedule_search": 7,
+    "cli": 8,
 }
 
 

@@ -7,7 +7,7 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import cas, cascade, export, fid, generate, train, upscale
+from sr3.cli import cas, cascade, export, fid, generate, schedule, train, upscale
 from sr3.errors import SR3Error
 
 COMMANDS = {
@@ -19,6 +19,7 @@ COMMANDS = {
     "export": export,
     "cascade": cascade,
     "cas": cas,
+    "schedule": schedule,
 }
 
 

@@ -1,0 +1,79 @@
+"""`sr3 schedule`: search the inference sigma grid of a model for a step budget, and save it as the default."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from sr3.errors import SR3Error
+
+EXAMPLES = """examples:
+  sr3 schedule --model natural-4x --hr Set14/HR --lr Set14/LRbicx4 --limit 4 --sampler euler --nfe 8
+  sr3 schedule --model runs/faces --hr UTKFace/images --holdout --limit 8 --sampler heun --nfe 7 \\
+      --reference ddpm:1000 --output faces-tuned.safetensors
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "schedule", help="search the sampling schedule for a step budget", epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
+    p.add_argument("--hr", required=True, help="folder of HR validation images")
+    p.add_argument("--lr", help="folder of LR images with the same names (default: MATLAB-style bicubic)")
+    p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
+    p.add_argument("--limit", type=int, default=8, help="search on the first N images")
+    p.add_argument("--sampler", default="euler", help="sampler whose grid is searched")
+    p.add_argument("--nfe", type=int, default=8, help="network evaluations per image")
+    p.add_argument("--reference", help="SAMPLER:STEPS to match (e.g. ddpm:1000) instead of maximising PSNR-Y")
+    p.add_argument("--output", help="write the model with the found schedule as its default sampler (.safetensors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", help="write every candidate's scores here")
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> None:
+    from sr3.checkpoint import export_weights
+    from sr3.evaluate import evaluation_pairs
+    from sr3.pipeline import SR3Pipeline
+    from sr3.pretrained import resolve_model
+    from sr3.samplers import get_sampler
+    from sr3.schedule_search import reference_run, sampler_overrides, search
+
+    get_sampler(args.sampler)
+    if args.nfe < 1 or args.limit < 1:
+        raise SR3Error("--nfe and --limit must be at least 1")
+    if args.output and not args.output.endswith(".safetensors"):
+        raise SR3Error(f"--output must be a .safetensors file; got {args.output}")
+    pipe = SR3Pipeline.load(args.model)
+    data = pipe.cfg.data
+    if args.holdout and data.holdout <= 0:
+        raise SR3Error(f"model {args.model} has no held-out split")
+    size = data.hr_size if args.holdout and data.mode != "crops" else None
+    pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0)[: args.limit]
+    reference = None
+    if args.reference:
+        name, _, steps = args.reference.partition(":")
+        if not steps.isdigit() or int(steps) < 1:
+            raise SR3Error(f"--reference must be SAMPLER:STEPS, e.g. ddpm:1000; got {args.reference}")
+        reference = reference_run(pipe, pairs, pipe.sampler_config(int(steps), name), args.seed)
+        print(f"reference {args.reference}: PSNR-Y {reference['psnr_y']:.2f}  consistency {reference['consistency']:.2e}")
+    try:
+        with tqdm(desc="grids", unit="grid", disable=args.quiet) as bar:
+            ranked = search(pipe, pairs, args.sampler, args.nfe, reference, args.seed, on_candidate=lambda _: bar.update())
+    except ValueError as exc:
+        raise SR3Error(str(exc)) from None
+    print(f"{'rho':>5}{'sigma_max':>11}{'sigma_min':>11}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>11}{'score':>9}")
+    for c in ranked[:5]:
+        print(f"{c.rho:>5g}{c.sigma_max:>11.4g}{c.sigma_min:>11.4g}{c.psnr_y:>9.2f}{c.ssim_y:>9.4f}{c.consistency:>11.2e}{c.score:>9.3f}")
+    best = ranked[0]
+    print(f"best on {len(pairs)} images: {args.sampler}, {args.nfe} evaluations, sigmas {[round(s, 5) for s in best.sigmas]}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"reference": reference, "candidates": [vars(c) for c in ranked]}, indent=2))
+    if args.output:
+        path = export_weights(resolve_model(args.model), args.output, overrides=sampler_overrides(args.sampler, best))
+        print(f"wrote {path}: this schedule is its default sampler")
