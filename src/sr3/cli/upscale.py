@@ -13,6 +13,8 @@ from sr3.errors import SR3Error
 from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
 
+DEFAULT_TILE = 128  # input pixels: 512 x 512 network windows at 4x, a few hundred MB of activations
+
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
   sr3 upscale face.png -o face_x8.png --model faces-8x
@@ -37,7 +39,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
     p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
     p.add_argument("--colour-fix", action="store_true", help="match the output's low frequencies (colours) to the input")
-    p.add_argument("--tile", type=int, help="process images larger than this many input pixels as blended overlapping tiles")
+    p.add_argument(
+        "--tile",
+        type=int,
+        default=DEFAULT_TILE,
+        help=f"images larger than this many input pixels run as overlapping tiles denoised together, so memory stays "
+        f"bounded (default {DEFAULT_TILE}; 0: whole images)",
+    )
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -97,8 +105,8 @@ def run(args: argparse.Namespace) -> None:
 
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
-    if args.tile is not None and args.tile < 8:
-        raise SR3Error("--tile must be at least 8 input pixels")
+    if args.tile != 0 and args.tile < 8:
+        raise SR3Error("--tile must be 0 (no tiling) or at least 8 input pixels")
     if args.batch_size < 1:
         raise SR3Error("--batch-size must be at least 1")
     if args.scale is not None and args.scale <= 0:
@@ -115,7 +123,7 @@ def run(args: argparse.Namespace) -> None:
         with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
             results = pipe.upscale(
-                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile,
+                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile or None,
                 colour_fix=args.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
