@@ -121,3 +121,15 @@ def test_sweep_prints_fid_per_level(cascade_dir, photo_dir, tmp_path, capsys):
     assert len(list((tmp_path / "imgs" / "level-0.2").iterdir())) == 4
     assert "best level" in capsys.readouterr().out
     assert main(["cascade", "sweep", "--model", str(cascade_dir), "--levels", "1.5", "--ref", str(photo_dir)]) == 2
+
+
+def test_a_finished_base_sample_serves_every_level(cascade_dir):
+    cascade = Cascade.load(cascade_dir)
+    labels, seeds = torch.tensor([1, 0]), [5, 6]
+    base = cascade.sample_base(labels, seeds)
+    for level in (0.0, 0.2):
+        variant = cascade.replace_stage(1, aug_level=level)
+        assert torch.equal(variant.sample(labels, seeds, base=base)[-1], variant.sample(labels, seeds)[-1])
+    truncated = cascade.replace_stage(1, aug_level=0.2, truncate=True)
+    with pytest.raises(SR3Error, match="truncated"):
+        truncated.sample(labels, seeds, base=base)

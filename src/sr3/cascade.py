@@ -100,9 +100,9 @@ class Cascade:
     def resolution(self) -> int:
         return self.pipelines[-1].cfg.data.hr_size
 
-    def network_evaluations(self) -> int:
-        """Network evaluations per image over all stages (progress totals)."""
-        return sum(self.stage_sampler(i).steps for i in range(len(self.pipelines)))
+    def network_evaluations(self, first: int = 0) -> int:
+        """Network evaluations per image over the stages from `first` on (progress totals)."""
+        return sum(self.stage_sampler(i).steps for i in range(first, len(self.pipelines)))
 
     def stage_sampler(self, index: int):
         stage, pipe = self.cfg.stages[index], self.pipelines[index]
@@ -114,16 +114,20 @@ class Cascade:
         labels: torch.Tensor | None,
         seeds: Sequence[int],
         progress: Callable[[int], None] | None = None,
+        base: torch.Tensor | None = None,
     ) -> list[torch.Tensor]:
         """The output of every stage for one batch ([B, C, size, size] each, last is the final image).
 
         Stage 0 draws its noise from `seeds`, so it matches `sr3 generate` on the base model alone; stage k
         draws from seeds mixed with k. A truncated hand-over is noisy by design; its clean output is not shown.
+        `base`: stage 0's finished output for these labels and seeds, reused (a non-truncated sweep samples
+        the base once for every level, as CDM notes).
         """
         stages, pipes = self.cfg.stages, self.pipelines
-        stop = stages[1].aug_level if len(stages) > 1 and stages[1].truncate else 0.0
-        base = stages[0]
-        x = pipes[0].generate(len(seeds), seeds, self.stage_sampler(0), labels, progress, base.guidance, stop)
+        truncated = len(stages) > 1 and stages[1].truncate
+        if base is not None and truncated:
+            raise SR3Error("a truncated cascade cannot reuse a finished base sample")
+        x = base if base is not None else self.sample_base(labels, seeds, progress)
         outputs = [x]
         for k in range(1, len(pipes)):
             stage_seeds = [mix_seed(s, k) for s in seeds]
@@ -134,6 +138,13 @@ class Cascade:
             )
             outputs.append(x)
         return outputs
+
+    def sample_base(self, labels: torch.Tensor | None, seeds: Sequence[int], progress=None) -> torch.Tensor:
+        """Stage 0's output: finished, or stopped at stage 1's level when stage 1 is truncated."""
+        stages = self.cfg.stages
+        stop = stages[1].aug_level if len(stages) > 1 and stages[1].truncate else 0.0
+        sampler = self.stage_sampler(0)
+        return self.pipelines[0].generate(len(seeds), seeds, sampler, labels, progress, stages[0].guidance, stop)
 
     def replace_stage(self, index: int, **changes) -> Cascade:
         """The same loaded models with different sampling settings for one stage (for sweeps)."""

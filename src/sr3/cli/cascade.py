@@ -74,25 +74,30 @@ def run(args: argparse.Namespace) -> None:
         raise SR3Error(f"--stage must name an SR stage, 1..{len(cascade.pipelines) - 1}")
     reference = load_reference(args, net, cascade.class_names or None)
     classes = max(1, cascade.num_classes)
-    rows = []
-    for level in levels:
-        variant = cascade.replace_stage(stage, aug_level=level, truncate=args.truncate and level > 0)
-        features = []
-        with tqdm(total=args.num * variant.network_evaluations(), desc=f"level {level:g}", unit="step", disable=args.quiet) as bar:
-            for first in range(0, args.num, args.batch_size):
-                count = min(args.batch_size, args.num - first)
-                labels = torch.arange(first, first + count) % classes if cascade.num_classes else None
-                seeds = [args.seed + first + i for i in range(count)]
-                images = variant.sample(labels, seeds, lambda _: bar.update(count))[-1]
-                features.append(inception_features(images, net))
+    variants = [cascade.replace_stage(stage, aug_level=v, truncate=args.truncate and v > 0) for v in levels]
+    features: list[list[np.ndarray]] = [[] for _ in levels]
+    per_image = sum(v.network_evaluations(0 if args.truncate else 1) for v in variants)
+    per_image += 0 if args.truncate else cascade.network_evaluations() - cascade.network_evaluations(1)
+    with tqdm(total=args.num * per_image, unit="step", disable=args.quiet) as bar:
+        for first in range(0, args.num, args.batch_size):
+            count = min(args.batch_size, args.num - first)
+            labels = torch.arange(first, first + count) % classes if cascade.num_classes else None
+            seeds = [args.seed + first + i for i in range(count)]
+            step = lambda _: bar.update(count)  # noqa: E731
+            base = None if args.truncate else cascade.sample_base(labels, seeds, step)  # one base sample for every level
+            for level, variant, found in zip(levels, variants, features):
+                images = variant.sample(labels, seeds, step, base=base)[-1]
+                found.append(inception_features(images, net))
                 if args.save:
                     folder = Path(args.save) / f"level-{level:g}"
                     folder.mkdir(parents=True, exist_ok=True)
                     for seed, image in zip(seeds, images.cpu()):
                         to_pil(image).save(folder / f"{seed:05d}.png")
-        row = {"level": level, "truncated": args.truncate and level > 0, **fid_kid(np.concatenate(features), reference)}
+    rows = []
+    for level, found in zip(levels, features):
+        row = {"level": level, "truncated": args.truncate and level > 0, **fid_kid(np.concatenate(found), reference)}
         rows.append(row)
-        tqdm.write(f"level {level:<6g} FID {row['fid']:8.2f}  KID {row['kid']:.4f} ± {row['kid_std']:.4f}")
+        print(f"level {level:<6g} FID {row['fid']:8.2f}  KID {row['kid']:.4f} ± {row['kid_std']:.4f}")
     best = min(rows, key=lambda r: r["fid"])
     print(f"best level {best['level']:g}: FID {best['fid']:.2f} ({args.num} images per level vs {best['n_reference']} reference)")
     if args.json:
