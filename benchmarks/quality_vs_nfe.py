@@ -113,8 +113,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.holdout and data.holdout <= 0:
             raise SR3Error(f"model {args.model} has no held-out split")
         size = data.hr_size if args.holdout and data.mode != "crops" else None
-        pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0)
-        pairs = pairs[: args.limit] if args.limit else pairs
+        pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
         reference = None

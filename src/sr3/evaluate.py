@@ -34,12 +34,18 @@ class EvalPair:
 
 
 def evaluation_pairs(
-    hr_dir: str | Path, lr_dir: str | Path | None, scale: int, size: int | None = None, holdout: float = 0.0
+    hr_dir: str | Path,
+    lr_dir: str | Path | None,
+    scale: int,
+    size: int | None = None,
+    holdout: float = 0.0,
+    limit: int | None = None,
 ) -> list[EvalPair]:
     """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by MATLAB bicubic.
 
     `size`: each HR image is centre-cropped square and resized to size x size first (as face models are
     trained). `holdout` > 0: only the images of that held-out split (see `sr3.data.pairs.in_holdout`).
+    `limit`: only the first N images (in sorted order).
     """
     pairs = []
     lr_files = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
@@ -48,7 +54,7 @@ def evaluation_pairs(
         hr_files = split_files(hr_files, holdout, "holdout")
         if not hr_files:
             raise SR3Error(f"no image of {hr_dir} is in the held-out split")
-    for hr_path in hr_files:
+    for hr_path in hr_files[:limit]:
         hr_img = load_image(hr_path)
         if size is not None:
             if lr_dir:

@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> None:
     if args.limit is not None and args.limit < 1:
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if args.holdout and data.mode != "crops" else None
-    pairs = evaluation_pairs(args.hr, args.lr, args.scale, size=size, holdout=data.holdout if args.holdout else 0.0)
-    pairs = pairs[: args.limit]
+    pairs = evaluation_pairs(args.hr, args.lr, args.scale, size, data.holdout if args.holdout else 0.0, args.limit)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     with tqdm(total=len(pairs) * sampler.steps, unit="step", disable=args.quiet) as bar:
         result = evaluate(

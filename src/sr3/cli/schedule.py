@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> None:
     if args.holdout and data.holdout <= 0:
         raise SR3Error(f"model {args.model} has no held-out split")
     size = data.hr_size if args.holdout and data.mode != "crops" else None
-    pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0)[: args.limit]
+    pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0, args.limit)
     reference = None
     if args.reference:
         name, _, steps = args.reference.partition(":")
