@@ -39,7 +39,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--nfe", default="1,2,4,8,16,32", help="comma-separated network-evaluation counts")
     p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid (default: the model's)")
     p.add_argument("--reference", help="SAMPLER:STEPS run to compare against, e.g. ddpm:1000 (SR3's ancestral sampler)")
-    p.add_argument("--colour-fix", action="store_true", help="apply the low-frequency colour correction")
+    p.add_argument(
+        "--colour-fix", action=argparse.BooleanOptionalAction, default=True, help="low-frequency colour correction (as sr3 upscale)"
+    )
     p.add_argument("--tile", type=int, help="tile size in input pixels")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch intra-op threads")

@@ -33,7 +33,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="only the model's held-out images (its data.holdout split), resized as it was trained (faces, classes)",
     )
     p.add_argument("--limit", type=int, help="only the first N images")
-    p.add_argument("--colour-fix", action="store_true", help="apply the low-frequency colour correction")
+    p.add_argument(
+        "--colour-fix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="apply the low-frequency colour correction, as sr3 upscale does by default",
+    )
     p.add_argument("--tile", type=int, help="tile size in input pixels for large images")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu")

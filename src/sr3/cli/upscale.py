@@ -18,7 +18,7 @@ DEFAULT_TILE = 128  # input pixels: 512 x 512 network windows at 4x, a few hundr
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
   sr3 upscale face.png -o face_x8.png --model faces-8x
-  sr3 upscale photo.jpg --scale 2 --tile 64
+  sr3 upscale photo.jpg --scale 2 --tile 64 --no-colour-fix
   sr3 upscale lowres/ -o highres/ --model runs/t91 --steps 100 --sampler ddpm --seed 7
 """
 
@@ -38,7 +38,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
     p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
-    p.add_argument("--colour-fix", action="store_true", help="match the output's low frequencies (colours) to the input")
+    p.add_argument(
+        "--colour-fix",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="match the output's low frequencies (colours) to the input (default on: it raises PSNR and consistency)",
+    )
     p.add_argument(
         "--tile",
         type=int,

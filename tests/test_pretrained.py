@@ -1,0 +1,46 @@
+"""Shipped models: found by name, loadable offline, and better than bicubic on real photos."""
+
+import pytest
+import torch
+
+from sr3.errors import SR3Error
+from sr3.evaluate import image_scores
+from sr3.imaging import imresize, mod_crop, to_tensor
+from sr3.pipeline import SR3Pipeline
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, pretrained_path, resolve_model
+
+from conftest import photo
+
+
+@pytest.mark.parametrize("name", list(PRETRAINED))
+def test_every_shipped_model_is_a_small_half_precision_file_with_a_card(name):
+    path = pretrained_path(name)
+    assert path.stat().st_size < 40e6
+    assert path.with_suffix(".md").is_file()
+    pipe = SR3Pipeline.load(name)
+    assert pipe.cfg.noise.residual and pipe.scale == {"natural-4x": 4, "faces-8x": 8}[name]
+
+
+def test_names_resolve_and_paths_win(tmp_path, monkeypatch):
+    assert resolve_model(DEFAULT_MODEL) == pretrained_path(DEFAULT_MODEL)
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "natural-4x").mkdir()
+    assert resolve_model("natural-4x") == tmp_path.joinpath("natural-4x").relative_to(tmp_path)
+    with pytest.raises(SR3Error, match="shipped models: natural-4x"):
+        pretrained_path("nope")
+    with pytest.raises(SR3Error, match="nor a shipped model"):
+        resolve_model("nope")
+
+
+@pytest.mark.parametrize("name", ["astronaut", "coffee"])
+def test_natural_4x_beats_bicubic_on_a_photo(name):
+    """A 128 x 128 crop of a real photo, downscaled 4x by MATLAB bicubic, upscaled back with the default settings."""
+    hr = to_tensor(mod_crop(photo(name), 4).crop((96, 64, 224, 192)))
+    lr = imresize(hr, scale=0.25).clamp(-1, 1)
+    pipe = SR3Pipeline.load("natural-4x")
+    sr = pipe.super_resolve(lr[None], [0])[0]
+    model = image_scores(sr, hr, lr, 4)
+    bicubic = image_scores(imresize(lr, scale=4).clamp(-1, 1), hr, lr, 4)
+    assert model["psnr_y"] > bicubic["psnr_y"] + 0.3
+    assert model["consistency"] < bicubic["consistency"]
+    assert torch.isfinite(sr).all()
