@@ -13,19 +13,14 @@ import sys
 from pathlib import Path
 
 from sr3.errors import SR3Error
-from sr3.evaluate import evaluate, evaluation_pairs
+from sr3.evaluate import evaluate, model_pairs
 from sr3.pipeline import SR3Pipeline
-from sr3.samplers import SAMPLERS, network_evaluations
+from sr3.samplers import SAMPLERS, network_evaluations, parse_sampler_spec, steps_for_nfe
 
 EXAMPLES = """examples:
   python benchmarks/quality_vs_nfe.py --model natural-4x --hr ../data/Set14/HR --lr ../data/Set14/LRbicx4 \\
       --samplers euler,heun,dpmpp_2m --nfe 1,2,4,8,16 --reference ddpm:1000 --plot nfe.png --json nfe.json
   python benchmarks/quality_vs_nfe.py --model faces-8x --hr ../data/UTKFace/images --holdout --limit 50"""
-
-
-def steps_for(sampler: str, nfe: int) -> int:
-    """Grid steps giving `nfe` network evaluations (Heun's last step to 0 is a single Euler evaluation)."""
-    return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -111,24 +106,18 @@ def main(argv: list[str] | None = None) -> int:
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
         pipe = SR3Pipeline.load(args.model)
-        data = pipe.cfg.data
-        if args.holdout and data.holdout <= 0:
-            raise SR3Error(f"model {args.model} has no held-out split")
-        size = data.hr_size if args.holdout and data.mode != "crops" else None
-        pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0, args.limit)
+        pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
         reference = None
         if args.reference:
-            name, _, steps = args.reference.partition(":")
-            if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
-                raise SR3Error(f"--reference must be SAMPLER:STEPS, e.g. ddpm:1000; got {args.reference}")
-            reference = run_one(pipe, pairs, name, int(steps), args)
+            name, steps = parse_sampler_spec(args.reference)
+            reference = run_one(pipe, pairs, name, steps, args)
             print_row(f"{name}*", reference)
         rows = []
         for sampler in samplers:
             for nfe in nfes:
-                steps = steps_for(sampler, nfe)
+                steps = steps_for_nfe(sampler, nfe)
                 if network_evaluations(sampler, steps) != nfe:
                     continue  # e.g. Heun cannot spend an even NFE
                 rows.append(run_one(pipe, pairs, sampler, steps, args))

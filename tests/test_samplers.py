@@ -398,3 +398,16 @@ def test_truncated_generation_returns_the_forward_process_at_the_level():
     assert torch.allclose(z, expected, atol=1e-5)
     assert z.shape == (2, 3, 32, 32) and z.abs().max() > 1  # noisy, unclipped
     assert pipe.generate(2, [0, 1], ddim, labels=torch.tensor([0, 1])).abs().max() <= 1
+
+
+def test_nfe_to_steps_and_sampler_specs():
+    from sr3.samplers import parse_sampler_spec, steps_for_nfe
+
+    for name in SAMPLERS:
+        for nfe in (1, 3, 7):
+            assert network_evaluations(name, steps_for_nfe(name, nfe)) == nfe
+    assert network_evaluations("heun", steps_for_nfe("heun", 4)) != 4  # Heun cannot spend an even count
+    assert parse_sampler_spec("ddpm:1000") == ("ddpm", 1000)
+    for bad in ("ddpm", "nope:10", "ddpm:0", "ddpm:x"):
+        with pytest.raises(SR3Error, match="SAMPLER:STEPS"):
+            parse_sampler_spec(bad)

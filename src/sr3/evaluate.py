@@ -81,6 +81,19 @@ def evaluation_pairs(
     return pairs
 
 
+def model_pairs(
+    pipe: SR3Pipeline, model: str, hr_dir: str | Path, lr_dir: str | Path | None, holdout: bool, limit: int | None
+) -> list[EvalPair]:
+    """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained."""
+    data = pipe.cfg.data
+    if holdout and data.holdout <= 0:
+        raise SR3Error(f"model {model} was trained without a held-out split (data.holdout = 0)")
+    if limit is not None and limit < 1:
+        raise SR3Error("--limit must be at least 1")
+    size = data.hr_size if holdout and data.mode != "crops" else None
+    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit)
+
+
 def image_scores(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, float]:
     """The metrics of one output [C, H, W] in [-1, 1] against its HR and LR."""
     a, b = to_uint8(sr), to_uint8(hr)

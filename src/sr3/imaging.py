@@ -6,7 +6,9 @@ differs from it by many grey levels, so `imresize` reimplements MATLAB's kernel,
 
 from __future__ import annotations
 
+import csv
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -122,6 +124,28 @@ def mod_crop(img: Image.Image, multiple: int) -> Image.Image:
     if width < multiple or height < multiple:
         raise SR3Error(f"image of size {width}x{height} is smaller than the crop multiple {multiple}")
     return img.crop((0, 0, width - width % multiple, height - height % multiple))
+
+
+def labels_from_csv(path: str | Path, classes: Iterable[str]) -> dict[str, str]:
+    """File name -> class for the rows of a labels CSV whose class is one of `classes`.
+
+    The CSV needs a `file` column; the class is the first other value of a row that names one of `classes`
+    (e.g. the `wnid` of TinyImageNet-val's `file,wnid,class_index,class_name`).
+    """
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise SR3Error(f"cannot read labels {path}: {exc}") from None
+    if not rows or "file" not in rows[0]:
+        raise SR3Error(f"labels {path} needs a header with a 'file' column")
+    known = set(classes)
+    labels = {}
+    for row in rows:
+        hits = [v for k, v in row.items() if k != "file" and v in known]
+        if hits:
+            labels[row["file"]] = hits[0]
+    return labels
 
 
 def square_resize(img: Image.Image, size: int) -> torch.Tensor:

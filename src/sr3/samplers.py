@@ -145,6 +145,20 @@ def network_evaluations(name: str, steps: int) -> int:
     return 2 * steps - 1 if name == "heun" else steps
 
 
+def steps_for_nfe(name: str, nfe: int) -> int:
+    """Grid steps spending `nfe` network evaluations (Heun's last step to 0 costs one); check the result with
+    `network_evaluations`, since Heun cannot spend an even count."""
+    return (nfe + 1) // 2 if name == "heun" else nfe
+
+
+def parse_sampler_spec(spec: str) -> tuple[str, int]:
+    """(name, steps) of a 'SAMPLER:STEPS' string such as 'ddpm:1000'."""
+    name, _, steps = spec.partition(":")
+    if name not in SAMPLERS or not steps.isdigit() or int(steps) < 1:
+        raise SR3Error(f"a sampler run must be SAMPLER:STEPS, e.g. ddpm:1000; got {spec}")
+    return name, int(steps)
+
+
 def run_sampler(name: str, denoiser, x, sigmas, cond, noise, eta: float = 0.0, callback: Callback = None):
     """Run the sampler `name` (eta applies to DDIM only)."""
     fn = get_sampler(name)

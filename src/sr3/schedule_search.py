@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from sr3.config import SamplerConfig
 from sr3.evaluate import EvalPair, evaluate
 from sr3.pipeline import SR3Pipeline
-from sr3.samplers import network_evaluations
+from sr3.samplers import network_evaluations, steps_for_nfe
 from sr3.schedules import gamma_to_sigma, karras_sigmas, training_gammas
 
 RHOS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
@@ -37,11 +37,6 @@ class Candidate:
     ssim_y: float = math.nan
     consistency: float = math.nan
     score: float = math.nan
-
-
-def steps_for(sampler: str, nfe: int) -> int:
-    """Grid intervals giving `nfe` network evaluations (Heun's last step to 0 costs one)."""
-    return (nfe + 1) // 2 if sampler == "heun" else nfe
 
 
 def candidates(pipe: SR3Pipeline, steps: int, rhos=RHOS, tops=TOPS, bottoms=BOTTOMS) -> list[Candidate]:
@@ -83,7 +78,7 @@ def search(
     on_candidate: Callable[[Candidate], None] | None = None,
 ) -> list[Candidate]:
     """Score every candidate grid for `sampler` at `nfe` evaluations; best first."""
-    steps = steps_for(sampler, nfe)
+    steps = steps_for_nfe(sampler, nfe)
     if network_evaluations(sampler, steps) != nfe:
         raise ValueError(f"{sampler} cannot spend exactly {nfe} network evaluations")
     base = dataclasses.replace(pipe.cfg.sampler, name=sampler, steps=steps)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
 
+from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -51,21 +51,9 @@ def labelled_images(folder: str | Path) -> tuple[list[Path], list[str]]:
 
 def test_images(folder: str | Path, labels_csv: str | Path, classes: list[str]) -> tuple[list[Path], list[str]]:
     """The real test images of the known classes, by a labels CSV."""
-    from sr3.imaging import list_images
+    from sr3.imaging import labels_from_csv, list_images
 
-    try:
-        with open(labels_csv, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise SR3Error(f"cannot read labels {labels_csv}: {exc}") from None
-    if not rows or "file" not in rows[0]:
-        raise SR3Error(f"labels {labels_csv} needs a header with a 'file' column")
-    known = set(classes)
-    label_of = {}
-    for r in rows:
-        hits = [v for k, v in r.items() if k != "file" and v in known]
-        if hits:
-            label_of[r["file"]] = hits[0]
+    label_of = labels_from_csv(labels_csv, classes)
     files = [f for f in list_images(folder) if f.name in label_of]
     if not files:
         raise SR3Error(f"no image of {folder} has one of the sample classes in {labels_csv}")
@@ -89,8 +77,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.epochs < 1:
         raise SR3Error("--epochs must be at least 1")
-    if args.json and not Path(args.json).resolve().parent.is_dir():
-        raise SR3Error(f"cannot write --json {args.json}: its folder does not exist")
+    check_json(args.json)
     files, names = labelled_images(args.samples)
     classes = sorted(set(names))
     index = {c: i for i, c in enumerate(classes)}

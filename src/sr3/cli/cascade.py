@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from sr3.cli.fid import add_reference_args, check_json, load_reference
+from sr3.cli.common import check_json
+from sr3.cli.fid import add_reference_args, load_reference
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -61,23 +62,16 @@ def format_table(result: dict) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
-    from sr3.evaluate import evaluate, evaluation_pairs
+    from sr3.evaluate import evaluate, model_pairs
     from sr3.pipeline import SR3Pipeline
 
-    if args.json and not Path(args.json).resolve().parent.is_dir() or args.json and Path(args.json).is_dir():
-        raise SR3Error(f"cannot write --json {args.json}: its folder does not exist or it is a folder")
+    check_json(args.json)
     pipe = SR3Pipeline.load(args.model, args.device)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
-    data = pipe.cfg.data
-    if args.holdout and data.holdout <= 0:
-        raise SR3Error(f"model {args.model} was trained without a held-out split (data.holdout = 0)")
-    if args.limit is not None and args.limit < 1:
-        raise SR3Error("--limit must be at least 1")
-    size = data.hr_size if args.holdout and data.mode != "crops" else None
-    pairs = evaluation_pairs(args.hr, args.lr, args.scale, size, data.holdout if args.holdout else 0.0, args.limit)
+    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     with tqdm(total=len(pairs) * sampler.steps, unit="step", disable=args.quiet) as bar:
         result = evaluate(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -49,11 +50,6 @@ def load_reference(args: argparse.Namespace, net, classes: list[str] | None = No
     files = reference_files(args.ref, args.ref_labels, classes)
     with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
         return reference_features(files, args.ref, net, args.cache, progress=bar.update)
-
-
-def check_json(path: str | None) -> None:
-    if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
-        raise SR3Error(f"cannot write --json {path}: its folder does not exist or it is a folder")
 
 
 def run(args: argparse.Namespace) -> None:

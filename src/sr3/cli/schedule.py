@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -38,29 +39,24 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> None:
     from sr3.checkpoint import export_weights
-    from sr3.evaluate import evaluation_pairs
+    from sr3.evaluate import model_pairs
     from sr3.pipeline import SR3Pipeline
     from sr3.pretrained import resolve_model
-    from sr3.samplers import get_sampler
+    from sr3.samplers import get_sampler, parse_sampler_spec
     from sr3.schedule_search import reference_run, sampler_overrides, search
 
     get_sampler(args.sampler)
+    check_json(args.json)
     if args.nfe < 1 or args.limit < 1:
         raise SR3Error("--nfe and --limit must be at least 1")
     if args.output and not args.output.endswith(".safetensors"):
         raise SR3Error(f"--output must be a .safetensors file; got {args.output}")
     pipe = SR3Pipeline.load(args.model)
-    data = pipe.cfg.data
-    if args.holdout and data.holdout <= 0:
-        raise SR3Error(f"model {args.model} has no held-out split")
-    size = data.hr_size if args.holdout and data.mode != "crops" else None
-    pairs = evaluation_pairs(args.hr, args.lr, pipe.scale, size, data.holdout if args.holdout else 0.0, args.limit)
+    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
     reference = None
     if args.reference:
-        name, _, steps = args.reference.partition(":")
-        if not steps.isdigit() or int(steps) < 1:
-            raise SR3Error(f"--reference must be SAMPLER:STEPS, e.g. ddpm:1000; got {args.reference}")
-        reference = reference_run(pipe, pairs, pipe.sampler_config(int(steps), name), args.seed)
+        name, steps = parse_sampler_spec(args.reference)
+        reference = reference_run(pipe, pairs, pipe.sampler_config(steps, name), args.seed)
         print(f"reference {args.reference}: PSNR-Y {reference['psnr_y']:.2f}  consistency {reference['consistency']:.2e}")
     try:
         with tqdm(desc="grids", unit="grid", disable=args.quiet) as bar:

@@ -42,9 +42,14 @@ def in_holdout(path: Path, fraction: float) -> bool:
     return int.from_bytes(digest[:8], "big") / 2**64 < fraction
 
 
+def in_split(path: Path, fraction: float, split: Literal["train", "holdout"]) -> bool:
+    """Whether an image belongs to the training or the held-out part (all are training when `fraction` is 0)."""
+    return in_holdout(path, fraction) == (split == "holdout")
+
+
 def split_files(files: list[Path], fraction: float, split: Literal["train", "holdout"]) -> list[Path]:
-    """The training or held-out part of a file list (all of it for training when `fraction` is 0)."""
-    return [f for f in files if in_holdout(f, fraction) == (split == "holdout")]
+    """The training or held-out part of a file list."""
+    return [f for f in files if in_split(f, fraction, split)]
 
 
 def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -72,7 +77,7 @@ class SRPairs(Dataset):
         self.cfg, self.seed = cfg, seed
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         located = [(f, Path(folder)) for folder in folders for f in list_images(folder)]
-        located = [(f, root) for f, root in located if in_holdout(f, cfg.holdout) == (split == "holdout")]
+        located = [(f, root) for f, root in located if in_split(f, cfg.holdout, split)]
         if not located:
             raise SR3Error(f"the {split} split of {', '.join(map(str, folders))} holds no images")
         files = [f for f, _ in located]

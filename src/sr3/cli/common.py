@@ -1,0 +1,13 @@
+"""Checks the subcommands share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sr3.errors import SR3Error
+
+
+def check_json(path: str | None) -> None:
+    """Refuse a --json target that cannot be written, before any work is done."""
+    if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
+        raise SR3Error(f"cannot write --json {path}: its folder does not exist or it is a folder")
