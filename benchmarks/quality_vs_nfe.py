@@ -79,9 +79,16 @@ def plot(rows: list[dict], reference: dict | None, bicubic: dict, path: str, tit
         ax.axhline(bicubic[key], color="grey", ls=":", label="bicubic")
         if reference:
             ax.axhline(reference[key], color="black", ls="--", label=f"{reference['sampler']} {reference['steps']} steps")
+    nfes = sorted({r["nfe"] for r in rows})
     axes[0].set(xscale="log", xlabel="network evaluations", ylabel="PSNR-Y (dB)")
     axes[1].set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="consistency (MSE vs LR)")
     axes[2].set(xscale="log", xlabel="seconds per image", ylabel="PSNR-Y (dB)")
+    for ax in axes[:2]:  # plain tick labels at the measured NFEs, not powers of ten
+        ax.set_xticks(nfes, [str(n) for n in nfes])
+        ax.minorticks_off()
+    axes[2].xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+    axes[2].xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    axes[2].xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     axes[0].legend(fontsize=8)
     fig.suptitle(title)
     fig.tight_layout()

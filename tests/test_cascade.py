@@ -115,12 +115,19 @@ def test_generate_cli_samples_the_cascade(cascade_dir, tmp_path, capsys):
 def test_sweep_prints_fid_per_level(cascade_dir, photo_dir, tmp_path, capsys):
     out = tmp_path / "sweep.json"
     assert main(["cascade", "sweep", "--model", str(cascade_dir), "--levels", "0,0.2", "-n", "4", "--ref", str(photo_dir),
-                 "--cache", str(tmp_path / "cache"), "--json", str(out), "--save", str(tmp_path / "imgs"), "--quiet"]) == 0
+                 "--cache", str(tmp_path / "cache"), "--json", str(out), "--save", str(tmp_path / "imgs"),
+                 "--bicubic", "--quiet"]) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [r["level"] for r in rows] == [0, 0.2] and all(r["fid"] > 0 and r["n_images"] == 4 for r in rows)
-    assert len(list((tmp_path / "imgs" / "level-0.2").iterdir())) == 4
+    assert [r["name"] for r in rows] == ["level-0", "level-0.2", "bicubic"]
+    assert [r["level"] for r in rows] == [0, 0.2, None] and all(r["fid"] > 0 and r["n_images"] == 4 for r in rows)
+    assert len({r["fid"] for r in rows}) == 3
+    # files carry their class, so the saved levels feed `sr3 cas` as they are
+    assert sorted(p.name for p in (tmp_path / "imgs" / "bicubic").iterdir()) == [
+        "n01_00000.png", "n01_00002.png", "n02_00001.png", "n02_00003.png"]
     assert "best level" in capsys.readouterr().out
     assert main(["cascade", "sweep", "--model", str(cascade_dir), "--levels", "1.5", "--ref", str(photo_dir)]) == 2
+    assert main(["cascade", "sweep", "--model", str(cascade_dir), "--truncate", "--bicubic", "--ref", str(photo_dir)]) == 2
+    assert "--bicubic" in capsys.readouterr().err
 
 
 def test_a_finished_base_sample_serves_every_level(cascade_dir):

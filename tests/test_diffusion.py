@@ -252,7 +252,7 @@ def test_loss_is_seeded():
 
 def test_residual_images_round_trip_and_need_the_upsampled_lr():
     hr, base = torch.rand(2, 3, 8, 8), torch.rand(2, 3, 8, 8)
-    cond = Cond(image=base, base=base)
+    cond = Cond(image=base)
     r = diffused_image(hr, cond, residual=True)
     assert torch.allclose(r, hr - base) and torch.allclose(undiffused_image(r, cond, residual=True), hr)
     assert diffused_image(hr, Cond(), residual=False) is hr

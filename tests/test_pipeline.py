@@ -87,6 +87,23 @@ def test_a_residual_model_adds_its_sample_to_the_upsampled_input():
     assert torch.allclose(out, imresize(lr, scale=4).clamp(-1, 1), atol=1e-5)
 
 
+def test_an_augmented_residual_model_adds_its_sample_to_the_condition_it_sees():
+    """Under conditioning augmentation the residual is to the noised upsample, for a finished or truncated stage below."""
+    from sr3.models.unet import UNet
+    from sr3.pipeline import SR3Pipeline
+
+    cfg = load_config("tiny", ["noise.residual=true", "noise.parameterization=x0", "model.augment_embedding=true",
+                               "augment.noise_max=0.5"])
+    pipe = SR3Pipeline(UNet(cfg.model), cfg)
+    lr = to_tensor(photo("coffee").resize((16, 12)))[None]
+    sampler = pipe.sampler_config(steps=2, sampler="ddim")
+    clean = imresize(lr, scale=4).clamp(-1, 1)
+    noised = pipe.super_resolve(lr, [0], sampler, aug_level=0.3)
+    assert 0.05 < (noised - clean).abs().mean() < 1  # the condition's augmentation noise shows through
+    truncated = pipe.super_resolve(lr, [0], sampler, aug_level=0.3, lr_noised=True)
+    assert torch.allclose(truncated, clean, atol=1e-5)  # an already-noised input is used as it is
+
+
 def test_a_regression_model_predicts_in_one_evaluation_from_the_condition_alone():
     from sr3.models.unet import UNet
     from sr3.pipeline import SR3Pipeline

@@ -1,13 +1,16 @@
-"""Shipped models: found by name, loadable offline, and better than bicubic on real photos."""
+"""Shipped models: found by name, loadable offline, better than bicubic on real photos; the shipped cascade."""
 
 import pytest
 import torch
+from PIL import Image
 
+from sr3.cascade import Cascade, class_index
+from sr3.cli.main import main
 from sr3.errors import SR3Error
 from sr3.evaluate import image_scores
 from sr3.imaging import imresize, mod_crop, to_tensor
 from sr3.pipeline import SR3Pipeline
-from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, pretrained_path, resolve_model
+from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, pretrained_path, resolve_model
 
 from conftest import photo
 
@@ -44,3 +47,24 @@ def test_natural_4x_beats_bicubic_on_a_photo(name):
     assert model["psnr_y"] > bicubic["psnr_y"] + 0.3
     assert model["consistency"] < bicubic["consistency"]
     assert torch.isfinite(sr).all()
+
+
+def test_shipped_cascade_generates_64px_images_by_class_name(tmp_path):
+    out = tmp_path / "out"
+    assert main(["generate", "--model", "tinyimagenet-10", "--class", "lemon", "-n", "1", "-o", str(out),
+                 "--steps", "2", "--quiet"]) == 0
+    (image,) = out.iterdir()
+    assert image.name == "n07749582_00000.png" and Image.open(image).size == (64, 64)
+
+
+def test_shipped_cascade_conditions_on_the_class_and_ships_its_ablation():
+    assert set(CASCADES) == {"tinyimagenet-10"}
+    cascade = Cascade.load("tinyimagenet-10", overrides=["0.steps=2", "1.steps=2"])
+    assert [p.cfg.data.hr_size for p in cascade.pipelines] == [32, 64]
+    assert cascade.cfg.stages[1].aug_level > 0 and cascade.pipelines[1].cfg.model.augment_embedding
+    lemon = class_index("lemon", cascade.class_names, cascade.cfg.class_titles, cascade.num_classes)
+    cliff = class_index("n09246464", cascade.class_names, cascade.cfg.class_titles, cascade.num_classes)
+    images = cascade.sample(torch.tensor([lemon, cliff]), [0, 0])[-1]
+    assert (images[0] - images[1]).abs().mean() > 0.05
+    plain = Cascade.load("tinyimagenet-10", overrides=["1.model=sr32-64-noaug.safetensors", "1.aug_level=0"])
+    assert not plain.pipelines[1].cfg.model.augment_embedding

@@ -43,13 +43,12 @@ def training_condition(
     """The condition of a training batch: blur and noise (if enabled) at low resolution, then upsample."""
     if cfg.blur_prob > 0:
         lr = blur_augment(lr, cfg, generator)
-    image = upsample(lr, scale)
     if cfg.noise_max <= 0:
-        return Cond(image=image, base=image)
+        return Cond(image=upsample(lr, scale))
     level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
     eps = torch.randn(lr.shape, generator=generator).to(lr.device)
     noised = upsample(noise_augment(lr, level, gammas, eps), scale)
-    return Cond(image=noised, aug_level=level.float().to(lr.device), base=image)
+    return Cond(image=noised, aug_level=level.float().to(lr.device))
 
 
 def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, generator: torch.Generator) -> Cond:

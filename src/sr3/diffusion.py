@@ -23,24 +23,25 @@ class Cond:
     image: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     aug_level: torch.Tensor | None = None
-    base: torch.Tensor | None = None  # the clean upsampled LR, before augmentation noise (for residual models)
 
 
 def diffused_image(hr: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
-    """What the forward process noises: the HR image, or its residual to the upsampled LR (SRDiff, Li et al. 2022).
+    """What the forward process noises: the HR image, or its residual to the condition image (SRDiff, Li et al. 2022).
 
-    The residual starts every sample from bicubic quality, so a small model spends its capacity on detail.
+    The residual starts every sample from bicubic quality, so a small model spends its capacity on detail. It is
+    taken to the condition as the network sees it (noised, under conditioning augmentation), so the network
+    knows what its output is added to, and a truncated stage below works as well as a finished one.
     """
     if not residual:
         return hr
-    if cond.base is None:
-        raise ValueError("a residual model needs the upsampled LR image (Cond.base)")
-    return hr - cond.base
+    if cond.image is None:
+        raise ValueError("a residual model needs the upsampled LR image (Cond.image)")
+    return hr - cond.image
 
 
 def undiffused_image(x: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
     """The inverse of `diffused_image`: a sample back in image space."""
-    return x + cond.base if residual else x
+    return x + cond.image if residual else x
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -196,19 +196,16 @@ class SR3Pipeline:
         """The upsampled LR condition, noised at low resolution to `aug_level` (a fraction of T) for
         augmentation-aware models. `lr_noised`: the LR is already at that level (a truncated stage below)."""
         if aug_level == 0:
-            image = upsample(lr, self.scale)
-            return Cond(image=image, base=image)
+            return Cond(image=upsample(lr, self.scale))
         if not self.cfg.model.augment_embedding:
             raise SR3Error("this model was not trained with conditioning augmentation; aug_level must be 0")
         if not 0 < aug_level <= 1:
             raise SR3Error(f"aug_level must be in [0, 1]; got {aug_level}")
         level = torch.full((lr.shape[0],), aug_level, dtype=torch.float64)
         if lr_noised:
-            if self.cfg.noise.residual:
-                raise SR3Error("a residual model needs the clean LR image; it cannot follow a truncated stage")
             return Cond(image=upsample(lr, self.scale), aug_level=level.float().to(lr.device))
         noised = noise_augment(lr, level, training_gammas(self.cfg.noise), noise(lr))
-        return Cond(image=upsample(noised, self.scale), aug_level=level.float().to(lr.device), base=upsample(lr, self.scale))
+        return Cond(image=upsample(noised, self.scale), aug_level=level.float().to(lr.device))
 
     def upscale(
         self,

@@ -1,7 +1,8 @@
 """Models shipped inside the package, addressed by name: `sr3 upscale photo.jpg --model faces-8x`.
 
 Each is a half-precision safetensors file with its training config in the metadata, and a model
-card (`NAME.md`) saying how it was trained and how well it does. Nothing is ever downloaded.
+card (`NAME.md`) saying how it was trained and how well it does; a cascade is a folder holding its
+`cascade.yaml`, stage weights and card. Nothing is ever downloaded.
 """
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ PRETRAINED = {
     "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
 }
 DEFAULT_MODEL = "natural-4x"
-CASCADES: dict[str, str] = {}
+CASCADES = {
+    "tinyimagenet-10": "class-conditional 64x64 images of 10 Tiny ImageNet classes (base 32 px, then SR 32 -> 64)",
+}
 CASCADE_FILE = "cascade.yaml"
 
 

@@ -37,6 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--stage", type=int, help="the SR stage whose level is swept (default: stage 1)")
     s.add_argument("--levels", default="0,0.05,0.1,0.2,0.3", help="comma-separated levels in [0, 1)")
     s.add_argument("--truncate", action="store_true", help="truncated variant: the base model stops at the level")
+    s.add_argument("--bicubic", action="store_true",
+                   help="add a baseline row: the stage's input upscaled by bicubic to the cascade's resolution")
     s.add_argument("-n", "--num", type=int, default=500, help="images per level, classes in turn")
     s.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", help="other stage settings")
     add_reference_args(s)
@@ -60,13 +62,15 @@ def parse_levels(text: str) -> list[float]:
 
 def run(args: argparse.Namespace) -> None:
     from sr3.cascade import Cascade
-    from sr3.imaging import to_pil
+    from sr3.imaging import imresize
     from sr3.metrics.fid import fid_kid, inception_features, load_inception
     from sr3.pipeline import resolve_device
 
     levels = parse_levels(args.levels)
     if args.num < 2 or args.batch_size < 1:
         raise SR3Error("-n must be at least 2 and --batch-size at least 1")
+    if args.bicubic and args.truncate:
+        raise SR3Error("--bicubic needs the finished stage below: leave out --truncate")
     check_json(args.json)
     net = load_inception(resolve_device(args.device))
     cascade = Cascade.load(args.model, args.device, args.set)
@@ -76,7 +80,8 @@ def run(args: argparse.Namespace) -> None:
     reference = load_reference(args, net, cascade.class_names or None)
     classes = max(1, cascade.num_classes)
     variants = [cascade.replace_stage(stage, aug_level=v, truncate=args.truncate and v > 0) for v in levels]
-    features: list[list[np.ndarray]] = [[] for _ in levels]
+    names = [f"level-{v:g}" for v in levels] + (["bicubic"] if args.bicubic else [])
+    features: list[list[np.ndarray]] = [[] for _ in names]
     per_image = sum(v.network_evaluations(0 if args.truncate else 1) for v in variants)
     per_image += 0 if args.truncate else cascade.network_evaluations() - cascade.network_evaluations(1)
     with tqdm(total=args.num * per_image, unit="step", disable=args.quiet) as bar:
@@ -86,20 +91,32 @@ def run(args: argparse.Namespace) -> None:
             seeds = [args.seed + first + i for i in range(count)]
             step = lambda _: bar.update(count)  # noqa: E731
             base = None if args.truncate else cascade.sample_base(labels, seeds, step)  # one base sample for every level
-            for level, variant, found in zip(levels, variants, features):
-                images = variant.sample(labels, seeds, step, base=base)[-1]
+            batches = [variant.sample(labels, seeds, step, base=base) for variant in variants]
+            finals = [outputs[-1] for outputs in batches]
+            if args.bicubic:
+                below = batches[0][stage - 1]  # the same for every level: only stage `stage` differs
+                finals.append(imresize(below, scale=cascade.resolution / below.shape[-1]).clamp(-1, 1))
+            for name, images, found in zip(names, finals, features):
                 found.append(inception_features(images, net))
                 if args.save:
-                    folder = Path(args.save) / f"level-{level:g}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    for seed, image in zip(seeds, images.cpu()):
-                        to_pil(image).save(folder / f"{seed:05d}.png")
+                    save_images(images, labels, seeds, Path(args.save) / name, cascade.class_names)
     rows = []
-    for level, found in zip(levels, features):
-        row = {"level": level, "truncated": args.truncate and level > 0, **fid_kid(np.concatenate(found), reference)}
+    for name, level, found in zip(names, levels + [None], features):
+        row = {"name": name, "level": level, "truncated": args.truncate and bool(level), **fid_kid(np.concatenate(found), reference)}
         rows.append(row)
-        print(f"level {level:<6g} FID {row['fid']:8.2f}  KID {row['kid']:.4f} ± {row['kid_std']:.4f}")
-    best = min(rows, key=lambda r: r["fid"])
+        label = "bicubic" if level is None else f"level {level:<6g}"
+        print(f"{label:<13} FID {row['fid']:8.2f}  KID {row['kid']:.4f} ± {row['kid_std']:.4f}")
+    best = min((r for r in rows if r["level"] is not None), key=lambda r: r["fid"])
     print(f"best level {best['level']:g}: FID {best['fid']:.2f} ({args.num} images per level vs {best['n_reference']} reference)")
     if args.json:
         Path(args.json).write_text(json.dumps({"model": str(args.model), "stage": stage, "rows": rows}, indent=2))
+
+
+def save_images(images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int], folder: Path, names: list[str]) -> None:
+    """PNG files named `CLASS_SEED.png` (as `sr3 generate` writes), so `sr3 cas` can read their classes."""
+    from sr3.imaging import to_pil
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (seed, image) in enumerate(zip(seeds, images.cpu())):
+        prefix = "sample" if labels is None else (names[int(labels[i])] if names else str(int(labels[i])))
+        to_pil(image).save(folder / f"{prefix}_{seed:05d}.png")

@@ -78,8 +78,6 @@ class Trainer:
             raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
         if (cfg.noise.residual or cfg.noise.regression) and not m.is_sr:
             raise SR3Error("noise.residual and noise.regression need an SR stage: a base model has no LR image")
-        if cfg.noise.residual and cfg.augment.noise_max > 0:
-            raise SR3Error("noise.residual needs the clean LR image, which augment.noise_max > 0 hides; use one of them")
         if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
         if t.mixed_precision == "fp16" and not torch.cuda.is_available():

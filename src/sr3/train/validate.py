@@ -41,7 +41,7 @@ def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, c
     device = next(net.parameters()).device
     image = upsample(val.lr.to(device), cfg.data.scale) if cfg.model.is_sr else None
     labels = None if val.labels is None else val.labels.to(device)
-    cond = Cond(image=image, labels=labels, base=image)
+    cond = Cond(image=image, labels=labels)
     x0 = diffused_image(val.hr.to(device), cond, cfg.noise.residual)
     losses = [training_loss(net, x0, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
     return float(np.mean(losses))
