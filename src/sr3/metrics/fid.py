@@ -102,9 +102,13 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
 def kernel_inception_distance(
     f1: np.ndarray, f2: np.ndarray, subsets: int = 100, subset_size: int = 1000, seed: int = 0
 ) -> tuple[float, float]:
-    """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / d + 1)^3, mean and std over subsets."""
+    """KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel (x.y / d + 1)^3, mean and std over subsets.
+
+    Sets smaller than `subset_size` are drawn from in halves, so that the subsets differ and the std means something.
+    """
     rng = np.random.default_rng(seed)
-    m = min(subset_size, len(f1), len(f2))
+    smaller = min(len(f1), len(f2))
+    m = subset_size if smaller > subset_size else max(2, smaller // 2)
     d = f1.shape[1]
     values = []
     for _ in range(subsets):
