@@ -37,9 +37,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--colour-fix", action=argparse.BooleanOptionalAction, default=True, help="low-frequency colour correction (as sr3 upscale)"
     )
-    p.add_argument("--tile", type=int, help="tile size in input pixels")
+    p.add_argument("--tile", type=int, help="tile size in input pixels (default: the model's; 0: whole images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    p.add_argument("--batch", type=int, default=1, help="images of one size sampled together")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--plot", help="save a PNG plot of PSNR-Y and consistency against NFE and seconds per image")
     return p.parse_args(argv)
@@ -49,7 +51,7 @@ def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
     cfg = pipe.sampler_config(steps, sampler)
     if args.schedule:
         cfg = dataclasses.replace(cfg, schedule=args.schedule)
-    r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile)
+    r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile, batch_size=args.batch)
     row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
     return {"sampler": sampler, "steps": steps, "schedule": cfg.schedule, **row, "bicubic": r["bicubic"]}
 
@@ -112,7 +114,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error(f"--nfe must be comma-separated integers; got {args.nfe}") from None
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
-        pipe = SR3Pipeline.load(args.model)
+        pipe = SR3Pipeline.load(args.model, args.device)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
@@ -137,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             "hr": str(args.hr),
             "colour_fix": args.colour_fix,
             "threads": torch.get_num_threads(),
+            "device": torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else "cpu",
+            "batch": args.batch,
             "reference": reference,
             "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency")},
             "rows": [{k: v for k, v in r.items() if k != "bicubic"} for r in rows],

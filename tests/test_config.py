@@ -27,6 +27,7 @@ def test_overrides_are_typed():
         ("noise.loss=l3", "must be one of l1, l2"),
         ("model.channel_mults=4", "must be a list"),
         ("nonsense", "section.key=value"),
+        ("sampler.tile=-8", "sampler.tile' must be in"),
     ],
 )
 def test_bad_overrides_give_clear_errors(override, message):

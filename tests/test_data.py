@@ -74,3 +74,12 @@ def test_dataset_splits_never_share_an_image(photo_dir):
     train, held = SRPairs(photo_dir, cfg), SRPairs(photo_dir, cfg, split="holdout")
     assert {p.name for p in train.files}.isdisjoint(p.name for p in held.files)
     assert len(train) + len(held) == len(list(photo_dir.iterdir()))
+
+
+def test_cached_images_give_the_same_samples(photo_dir):
+    cfg = DataConfig(hr_size=32, scale=4)
+    plain, cached = SRPairs(photo_dir, cfg, seed=3), SRPairs(photo_dir, cfg, seed=3, cache=True)
+    for n in (0, 4, 4 + len(plain), 9):
+        a, b = plain[n], cached[n]
+        assert torch.equal(a["hr"], b["hr"]) and torch.equal(a["lr"], b["lr"])
+    assert 0 < len(cached._cache) <= len(cached)

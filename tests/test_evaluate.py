@@ -2,10 +2,10 @@ import pytest
 import torch
 
 from sr3.data.pairs import split_files
-from sr3.evaluate import evaluation_pairs, image_scores
+from sr3.evaluate import evaluate, evaluation_pairs, image_scores, same_size_batches
 from sr3.imaging import imresize
 
-from conftest import SHARED_DATA, needs_shared, photo
+from conftest import SHARED_DATA, needs_shared, photo, untrained_pipeline
 
 
 def _bicubic_means(pairs, scale):
@@ -55,3 +55,19 @@ def test_faces_evaluation_resizes_and_keeps_to_the_holdout(tmp_path):
     expected = split_files(sorted(tmp_path.iterdir()), 0.3, "holdout")
     assert [p.name for p in pairs] == [p.stem for p in expected] and 0 < len(pairs) < 12
     assert pairs[0].hr.shape == (3, 128, 128) and pairs[0].lr.shape == (3, 16, 16)
+
+
+def test_batched_evaluation_scores_as_one_by_one(tmp_path, tiny_config):
+    """Same-size images sampled together keep their own seeds' noise: the same figures as one at a time."""
+    for i, (left, size) in enumerate([(0, 64), (40, 64), (80, 64), (0, 48)]):
+        photo("astronaut").crop((left, 0, left + 256, 256)).resize((size, size)).save(tmp_path / f"im{i}.png")
+    pairs = evaluation_pairs(tmp_path, None, tiny_config.data.scale)
+    assert [(first, len(run)) for first, run in same_size_batches(pairs, 2)] == [(0, 2), (2, 1), (3, 1)]
+    pipe = untrained_pipeline(tiny_config)
+    sampler = pipe.sampler_config(steps=3, sampler="ddpm")
+    one, batched = evaluate(pipe, pairs, sampler, seed=5), evaluate(pipe, pairs, sampler, seed=5, batch_size=3)
+    for a, b in zip(one["per_image"], batched["per_image"]):
+        assert a["image"] == b["image"]
+        assert a["psnr_y"] == pytest.approx(b["psnr_y"], abs=1e-3)
+        assert a["consistency"] == pytest.approx(b["consistency"], rel=1e-3, abs=1e-9)
+    assert one["psnr_y"] != evaluate(pipe, pairs, sampler, seed=6, batch_size=3)["psnr_y"]

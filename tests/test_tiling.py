@@ -49,3 +49,14 @@ def test_tiled_upscale_has_no_seams():
     assert _seam_ratio(tiled, borders) < 1.3
     # tiles see less context than the whole image, but the result stays close to it
     assert np.abs(tiled.astype(int) - whole.astype(int)).mean() < 12
+
+
+def test_the_models_sampling_tile_is_the_default_and_zero_means_whole_images():
+    cfg = load_config("tiny", ["sampler.tile=16"])
+    pipe = untrained_pipeline(cfg)
+    lr = photo("astronaut").resize((48, 48))
+    default = np.asarray(pipe.upscale(lr, steps=3, seed=2))
+    assert np.array_equal(default, np.asarray(pipe.upscale(lr, steps=3, seed=2, tile=16)))
+    whole = np.asarray(pipe.upscale(lr, steps=3, seed=2, tile=0))
+    assert not np.array_equal(default, whole)
+    assert np.array_equal(whole, np.asarray(untrained_pipeline(load_config("tiny")).upscale(lr, steps=3, seed=2)))

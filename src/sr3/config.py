@@ -76,6 +76,9 @@ class SamplerConfig:
     schedule: Literal["spaced", "karras"] = "karras"
     eta: float = 0.0
     sigmas: list[float] = field(default_factory=list)
+    # LR pixels per tile (0: whole images). GroupNorm statistics depend on the image size, so a model
+    # trained on small crops samples better in tiles near its crop size than on a whole large image.
+    tile: int = 0
 
 
 @dataclass(frozen=True)
@@ -121,6 +124,7 @@ class TrainConfig:
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     seed: int = 0
     num_workers: int = 0
+    cache_images: bool = False  # keep decoded training images in memory (per loader worker): no decode per crop
     label_dropout: float = 0.0
     log_every: int = 50
     val_every: int = 1000
@@ -155,6 +159,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("noise", "beta_end"): (1e-12, 0.999),
     ("sampler", "steps"): (1, math.inf),
     ("sampler", "eta"): (0, 1),
+    ("sampler", "tile"): (0, math.inf),
     ("augment", "noise_max"): (0, 1),
     ("augment", "blur_prob"): (0, 1),
     ("augment", "blur_kernel"): (1, 31),

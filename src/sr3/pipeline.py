@@ -77,6 +77,7 @@ class SR3Pipeline:
         self.denoiser = Denoiser(net, cfg.noise.parameterization, clip=True).eval()
         self.scale = cfg.data.scale
         self.multiple = net.downscale_factor
+        self.tile_batch = 4 if self.device.type == "cpu" else 64  # tiles per network call: a GPU wants many
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> SR3Pipeline:
@@ -111,10 +112,11 @@ class SR3Pipeline:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
         The LR batch is reflect-padded so the HR size is a multiple of the U-Net's downscale factor,
-        and the result cropped back. `tile` (LR pixels) bounds the network's input size: larger images
-        are denoised as overlapping tiles blended at every step (see `sr3.tiling`). `aug_level` > 0
-        noises the condition to that level first (CDM's conditioning augmentation at sampling time), unless
-        `lr_noised` says the LR already is at that level (the truncated output of a base model).
+        and the result cropped back. `tile` (LR pixels; default the sampler's, 0 for whole images) bounds
+        the network's input size: larger images are denoised as overlapping tiles blended at every step
+        (see `sr3.tiling`). `aug_level` > 0 noises the condition to that level first (CDM's conditioning
+        augmentation at sampling time), unless `lr_noised` says the LR already is at that level (the
+        truncated output of a base model).
         `colour_fix` applies `low_frequency_fix` against colour drift.
         """
         sampler = sampler or self.cfg.sampler
@@ -133,9 +135,10 @@ class SR3Pipeline:
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
         denoiser = self.denoiser
-        if tile is not None:
+        tile = sampler.tile if tile is None else tile
+        if tile > 0:
             tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
-            denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4)
+            denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4, batch=self.tile_batch)
         if self.cfg.noise.regression:  # one evaluation at infinite noise: the network sees only the condition
             x = denoiser(torch.zeros_like(x), x.new_full(x.shape[:1], math.inf), cond)
         else:

@@ -47,9 +47,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tile",
         type=int,
-        default=DEFAULT_TILE,
         help=f"images larger than this many input pixels run as overlapping tiles denoised together, so memory stays "
-        f"bounded (default {DEFAULT_TILE}; 0: whole images)",
+        f"bounded (default: the model's sampling tile, else {DEFAULT_TILE}; 0: whole images)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -110,7 +109,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
-    if args.tile != 0 and args.tile < 8:
+    if args.tile is not None and args.tile != 0 and args.tile < 8:
         raise SR3Error("--tile must be 0 (no tiling) or at least 8 input pixels")
     if args.batch_size < 1:
         raise SR3Error("--batch-size must be at least 1")
@@ -122,13 +121,14 @@ def run(args: argparse.Namespace) -> None:
         open_image(src)
     pipe = SR3Pipeline.load(args.model, args.device)
     sampler = pipe.sampler_config(args.steps, args.sampler)
+    tile = args.tile if args.tile is not None else sampler.tile or DEFAULT_TILE
     for group in batches(items, outputs, args.batch_size):
         index, sources, images, targets = zip(*group)
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
             results = pipe.upscale(
-                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), args.tile or None,
+                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), tile,
                 colour_fix=args.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):

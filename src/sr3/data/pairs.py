@@ -71,6 +71,7 @@ class SRPairs(Dataset):
         cfg: DataConfig,
         seed: int = 0,
         split: Literal["train", "holdout"] = "train",
+        cache: bool = False,
     ):
         if cfg.hr_size % cfg.scale:
             raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
@@ -90,6 +91,7 @@ class SRPairs(Dataset):
         if cfg.mode == "classes":
             self.class_names, self.labels = _class_labels(located, cfg.class_names)
         self._perm: tuple[int, torch.Tensor] | None = None
+        self._cache: dict[int, Image.Image] | None = {} if cache else None
 
     def __len__(self) -> int:
         return len(self.files)
@@ -104,11 +106,19 @@ class SRPairs(Dataset):
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
         gen = seeded_generator(self.seed, n, 1)
         index = self.image_index(n)
-        img = load_image(self.files[index])
+        img = self._image(index)
         hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._whole(img)
         if torch.rand((), generator=gen) < 0.5:
             hr = hr.flip(-1)
         return self._item(hr, index)
+
+    def _image(self, index: int) -> Image.Image:
+        """Image `index` decoded, from memory once seen if caching (a crop costs far less than a decode)."""
+        if self._cache is None:
+            return load_image(self.files[index])
+        if index not in self._cache:
+            self._cache[index] = load_image(self.files[index])
+        return self._cache[index]
 
     def _item(self, hr: torch.Tensor, index: int) -> dict[str, torch.Tensor]:
         item = {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
@@ -118,7 +128,7 @@ class SRPairs(Dataset):
 
     def centre_pair(self, i: int) -> dict[str, torch.Tensor]:
         """A fixed pair of image i (centre crop or whole image, no flip), for validation."""
-        img = load_image(self.files[i])
+        img = self._image(i)
         if self.cfg.mode != "crops":
             hr = self._whole(img)
         else:

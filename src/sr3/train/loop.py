@@ -87,7 +87,7 @@ class Trainer:
         if m.is_sr and cfg.data.hr_size - 2 * cfg.data.scale < 11:
             raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
         get_sampler(cfg.sampler.name)  # validation samples with it: fail now, not after the first steps
-        self.data = SRPairs(data_dir, cfg.data, seed=t.seed)
+        self.data = SRPairs(data_dir, cfg.data, seed=t.seed, cache=t.cache_images)
         if cfg.data.mode == "classes":
             if len(self.data.class_names) != m.num_classes:
                 raise SR3Error(f"{len(self.data.class_names)} class folders, but model.num_classes={m.num_classes}")
