@@ -53,6 +53,15 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
     assert "bicubic" in capsys.readouterr().out
 
 
+def test_eval_table_says_how_the_model_was_sampled():
+    from sr3.cli.eval import format_table
+
+    row = {"psnr_y": 30.0, "ssim_y": 0.9, "psnr_rgb": 29.0, "ssim_rgb": 0.88, "consistency": 1e-5}
+    result = {**row, "bicubic": row, "n_images": 3, "sampler": "euler", "steps": 2, "nfe": 1, "seconds_per_image": 0.5}
+    assert "regression, 1 network evaluation" in format_table({**result, "regression": True})
+    assert "euler 2 steps (2 network evaluations)" in format_table({**result, "regression": False, "nfe": 2})
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

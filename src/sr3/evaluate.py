@@ -161,6 +161,7 @@ def evaluate(
         "scale": scale,
         "sampler": sampler.name,
         "steps": sampler.steps,
+        "regression": pipe.cfg.noise.regression,
         "nfe": 1 if pipe.cfg.noise.regression else network_evaluations(sampler.name, sampler.steps),
         "colour_fix": colour_fix,
         "seed": seed,

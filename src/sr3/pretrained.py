@@ -15,6 +15,7 @@ from sr3.errors import SR3Error
 PRETRAINED = {
     "natural-4x": "general photos, 4x (trained on T91 + BSD200)",
     "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
+    "natural-4x-regression": "natural-4x's regression baseline: same network and data, plain L1, one evaluation",
 }
 DEFAULT_MODEL = "natural-4x"
 CASCADES = {

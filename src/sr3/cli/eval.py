@@ -55,10 +55,10 @@ def format_table(result: dict) -> str:
         lines.append(
             f"{name:<10}{r['psnr_y']:>9.2f}{r['ssim_y']:>9.4f}{r['psnr_rgb']:>10.2f}{r['ssim_rgb']:>10.4f}{r['consistency']:>12.2e}"
         )
-    lines.append(
-        f"{result['n_images']} images, {result['sampler']} {result['steps']} steps ({result['nfe']} network evaluations),"
-        f" {result['seconds_per_image']:.2f} s/image"
+    how = "regression, 1 network evaluation" if result.get("regression") else (
+        f"{result['sampler']} {result['steps']} steps ({result['nfe']} network evaluations)"
     )
+    lines.append(f"{result['n_images']} images, {how}, {result['seconds_per_image']:.2f} s/image")
     return "\n".join(lines)
 
 
