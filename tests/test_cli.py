@@ -33,7 +33,7 @@ def test_upscale_file_and_folder(trained_run, tmp_path):
                  "--steps", "2", "--seed", "3", "--quiet"]) == 0
     out = Image.open(tmp_path / "a_x4.png")
     assert out.size == (72, 48)
-    assert out.text["sr3:seed"] == "3" and out.text["sr3:steps"] == "2"
+    assert out.text["sr3:seed"] == "3" and out.text["sr3:steps"] == "2" and out.text["sr3:tile"] == "128"
     assert main(["upscale", str(src), "-o", str(tmp_path / "out"), "--model", str(trained_run), "--steps", "2",
                  "--batch-size", "2", "--quiet"]) == 0
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "b.png"]

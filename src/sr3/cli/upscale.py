@@ -132,7 +132,8 @@ def run(args: argparse.Namespace) -> None:
                 colour_fix=args.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            save_result(result, dst, {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed})
+            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": tile}
+            save_result(result, dst, meta)
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
 
