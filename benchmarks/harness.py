@@ -104,6 +104,11 @@ def peak_memory_mb(device: torch.device) -> float:
     return kib_or_bytes / (2**20 if sys.platform == "darwin" else 2**10)  # macOS reports bytes, Linux KiB
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or "cpu": what a benchmark record says it ran on."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.Module) -> dict[str, object]:
     """The fields that say what was measured, on what."""
     return {
@@ -112,7 +117,7 @@ def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.
         "batch": args.batch,
         "dtype": args.dtype,
         "channels_last": args.channels_last,
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "params": sum(p.numel() for p in net.parameters()),

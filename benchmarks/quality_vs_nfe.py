@@ -12,6 +12,7 @@ import json
 import sys
 from pathlib import Path
 
+from harness import device_name
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
 from sr3.pipeline import SR3Pipeline
@@ -139,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
             "hr": str(args.hr),
             "colour_fix": args.colour_fix,
             "threads": torch.get_num_threads(),
-            "device": torch.cuda.get_device_name(pipe.device) if pipe.device.type == "cuda" else "cpu",
+            "device": device_name(pipe.device),
             "batch": args.batch,
             "reference": reference,
             "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency")},
