@@ -27,6 +27,7 @@ from sr3.config import Config
 from sr3.diffusion import Cond, diffusion_loss
 from sr3.models.unet import UNet
 from sr3.schedules import training_gammas
+from sr3.train.loop import make_optimizer
 
 EXAMPLES = """examples:
   python benchmarks/train_step.py --preset sr3-ref-small --resolution 64 --batch 8
@@ -36,8 +37,7 @@ EXAMPLES = """examples:
 def train_step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torch.device):
     """One optimisation step on a fixed random batch, loss under autocast as mixed-precision training runs it."""
     b, r, m = args.batch, args.resolution, cfg.model
-    t = cfg.train
-    opt = torch.optim.AdamW(net.parameters(), lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+    opt = make_optimizer(net.parameters(), cfg.train, device)
     gammas = training_gammas(cfg.noise)
     generator = torch.Generator().manual_seed(0)  # CPU generator: diffusion_loss draws its noise on the CPU
     x0 = torch.rand(b, m.out_channels, r, r, device=device) * 2 - 1

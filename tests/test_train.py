@@ -116,3 +116,24 @@ def test_training_with_conditioning_augmentation(tmp_path, photo_dir):
     assert Trainer(cfg, photo_dir, tmp_path / "run").fit(2, progress=False).name == "step-0000002"
     with pytest.raises(SR3Error, match="augment_embedding"):
         Trainer(load_config("tiny", ["augment.noise_max=0.3"]), photo_dir, tmp_path / "other")
+
+
+def test_optimizer_is_fused_adamw_matching_the_reference_update(tiny_config):
+    from sr3.train.loop import make_optimizer
+
+    torch.manual_seed(0)
+    params = [torch.nn.Parameter(torch.randn(64, 32)), torch.nn.Parameter(torch.randn(7))]
+    twins = [torch.nn.Parameter(p.detach().clone()) for p in params]
+    start = [p.detach().clone() for p in params]
+    fused = make_optimizer(params, tiny_config.train, torch.device("cpu"))
+    t = tiny_config.train
+    plain = torch.optim.AdamW(twins, lr=t.lr, betas=tuple(t.adam_betas), weight_decay=t.weight_decay, foreach=False)
+    assert fused.param_groups[0]["fused"]
+    for _ in range(3):
+        grads = [torch.randn_like(p) for p in params]
+        for p, q, g in zip(params, twins, grads):
+            p.grad, q.grad = g.clone(), g.clone()
+        fused.step()
+        plain.step()
+    assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, twins))
+    assert all(not torch.allclose(p, s) for p, s in zip(params, start)), "the steps did not move the parameters"
