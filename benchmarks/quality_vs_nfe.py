@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from harness import device_name
+from sr3.cli.common import check_tile
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
 from sr3.pipeline import SR3Pipeline
@@ -33,7 +34,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--samplers", default="euler,heun,dpmpp_2m,ddim", help="comma-separated sampler names")
     p.add_argument("--nfe", default="1,2,4,8,16,32", help="comma-separated network-evaluation counts")
-    p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid (default: the model's)")
+    p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid family, in place of any tuned grid (default: the model's own)")
     p.add_argument("--reference", help="SAMPLER:STEPS run to compare against, e.g. ddpm:1000 (SR3's ancestral sampler)")
     p.add_argument(
         "--colour-fix", action=argparse.BooleanOptionalAction, default=True, help="low-frequency colour correction (as sr3 upscale)"
@@ -51,7 +52,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
     cfg = pipe.sampler_config(steps, sampler)
     if args.schedule:
-        cfg = dataclasses.replace(cfg, schedule=args.schedule)
+        cfg = dataclasses.replace(cfg, schedule=args.schedule, sigmas=[])
     r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile, batch_size=args.batch)
     row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
     return {"sampler": sampler, "steps": steps, "schedule": cfg.schedule, **row, "bicubic": r["bicubic"]}
@@ -115,6 +116,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error(f"--nfe must be comma-separated integers; got {args.nfe}") from None
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
+        check_tile(args.tile)
         pipe = SR3Pipeline.load(args.model, args.device)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")

@@ -69,6 +69,7 @@ def test_eval_table_says_how_the_model_was_sampled():
         (["upscale", "IMG", "-o", "x.png", "--model", "RUN", "--sampler", "nope"], "unknown sampler 'nope'"),
         (["upscale", "IMG", "-o", "x.png", "--model", "nowhere"], "neither a file or folder nor a shipped model"),
         (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "2"], "upscales x4, but --scale 2"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--tile", "-1"], "--tile must be 0 (no tiling)"),
         (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set", "train.lrr=1"],
          "unknown config key 'train.lrr'"),
         (["train", "--config", "nope", "--data", "HRDIR", "--output", "OUT", "--steps", "1"], "neither a file nor a preset"),

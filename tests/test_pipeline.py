@@ -125,3 +125,16 @@ def test_a_regression_model_predicts_in_one_evaluation_from_the_condition_alone(
     assert torch.equal(a, b)  # no randomness
     with pytest.raises(SR3Error, match="parameterization=x0"):
         load_config("tiny", ["noise.regression=true"])
+
+
+def test_a_tuned_sigma_grid_is_kept_at_the_models_own_step_count():
+    from sr3.models.unet import UNet
+    from sr3.pipeline import SR3Pipeline
+
+    cfg = load_config("tiny", ["sampler.name=euler", "sampler.steps=2", "sampler.sigmas=[20.0, 0.005]"])
+    pipe = SR3Pipeline(UNet(cfg.model), cfg)
+    assert pipe.sampler_config().sigmas == [20.0, 0.005]
+    assert pipe.sampler_config(steps=2, sampler="ddpm").sigmas == [20.0, 0.005]
+    assert pipe.sampler_config(steps=3).sigmas == []  # another step count: the schedule's own grid
+    with pytest.raises(SR3Error, match="tile must be 0"):
+        pipe.super_resolve(torch.zeros(1, 3, 8, 8), [0], pipe.sampler_config(), tile=-1)

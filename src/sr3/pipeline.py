@@ -86,11 +86,14 @@ class SR3Pipeline:
         return cls(net, cfg, device)
 
     def sampler_config(self, steps: int | None = None, sampler: str | None = None) -> SamplerConfig:
-        """The model's configured sampler with optional overrides of the step count and sampler name."""
+        """The model's configured sampler with optional overrides of the step count and sampler name.
+
+        A tuned `sigmas` grid (from `sr3 schedule`) is kept while the step count is the model's own.
+        """
         cfg = self.cfg.sampler
         if sampler is not None:
             get_sampler(sampler)  # fail before any work on an unknown name
-        if steps is not None:
+        if steps is not None and steps != cfg.steps:
             cfg = dataclasses.replace(cfg, steps=steps, sigmas=[])
         if sampler is not None:
             cfg = dataclasses.replace(cfg, name=sampler)
@@ -136,6 +139,8 @@ class SR3Pipeline:
         x = initial_noise(noise, cond.image.shape[:1] + (self.cfg.model.out_channels,) + cond.image.shape[2:], float(sigmas[0]))
         denoiser = self.denoiser
         tile = sampler.tile if tile is None else tile
+        if tile < 0:
+            raise SR3Error(f"tile must be 0 (whole images) or a positive number of input pixels; got {tile}")
         if tile > 0:
             tile_hr = max(self.multiple, tile * self.scale // self.multiple * self.multiple)
             denoiser = TiledDenoiser(self.denoiser, tile_hr, overlap=tile_hr // 4, batch=self.tile_batch)

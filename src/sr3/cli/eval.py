@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_json
+from sr3.cli.common import check_json, check_tile
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -67,6 +67,7 @@ def run(args: argparse.Namespace) -> None:
     from sr3.pipeline import SR3Pipeline
 
     check_json(args.json)
+    check_tile(args.tile)
     pipe = SR3Pipeline.load(args.model, args.device)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")

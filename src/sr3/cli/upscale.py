@@ -9,6 +9,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
+from sr3.cli.common import check_tile
 from sr3.errors import SR3Error
 from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
@@ -109,8 +110,7 @@ def run(args: argparse.Namespace) -> None:
 
     if args.steps is not None and args.steps < 1:
         raise SR3Error("--steps must be at least 1")
-    if args.tile is not None and args.tile != 0 and args.tile < 8:
-        raise SR3Error("--tile must be 0 (no tiling) or at least 8 input pixels")
+    check_tile(args.tile)
     if args.batch_size < 1:
         raise SR3Error("--batch-size must be at least 1")
     if args.scale is not None and args.scale <= 0:
