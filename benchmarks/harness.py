@@ -35,6 +35,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
     p.add_argument("--channels-last", action="store_true", help="weights in channels_last memory format (as sr3's inference pipeline)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network; its first call is timed apart")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a summary line")
     return p
 
@@ -59,6 +60,12 @@ def build_net(cfg: Config, device: torch.device, channels_last: bool = False) ->
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
+def timed_steps(step: Callable[[], object], args: argparse.Namespace, device: torch.device) -> dict[str, object]:
+    """Median seconds of `step` after warm-up, and with --compile the seconds of its first, compiling call."""
+    compile_seconds = first_call_seconds(step, device) if args.compile else None
+    return {"seconds_per_step": median_seconds(step, args.repeats, args.warmup, device), "compile_seconds": compile_seconds}
+
+
 def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor | None:
     """Class labels for a class-conditional preset, else None."""
     return torch.randint(cfg.model.num_classes, (batch,), device=device) if cfg.model.num_classes else None
@@ -74,6 +81,15 @@ def sync(device: torch.device) -> None:
     """Wait for queued GPU work, so wall-clock time covers it."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
+
+
+def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one call: with --compile, the compilation plus one step."""
+    sync(device)
+    start = time.perf_counter()
+    fn()
+    sync(device)
+    return time.perf_counter() - start
 
 
 def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: torch.device) -> float:
@@ -117,6 +133,7 @@ def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.
         "batch": args.batch,
         "dtype": args.dtype,
         "channels_last": args.channels_last,
+        "compile": args.compile,
         "device": device_name(device),
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
@@ -125,6 +142,11 @@ def common_record(args: argparse.Namespace, device: torch.device, net: torch.nn.
         "warmup": args.warmup,
         "memory": "cuda_max_allocated" if device.type == "cuda" else "max_rss",
     }
+
+
+def compiled(record: dict[str, object]) -> str:
+    """The summary line's note of the compiling first call, if there was one."""
+    return "" if record["compile_seconds"] is None else f", first (compiling) call {record['compile_seconds']:.1f} s"
 
 
 def emit(args: argparse.Namespace, record: dict[str, object], line: str) -> None:

@@ -18,6 +18,7 @@ from harness import (
     autocast,
     build_net,
     common_record,
+    compiled,
     emit,
     median_seconds,
     parser,
@@ -26,6 +27,7 @@ from harness import (
     random_labels,
     reset_peak_memory,
     run,
+    timed_steps,
 )
 from sr3.config import Config
 from sr3.models.unet import UNet
@@ -112,12 +114,12 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device = prepare(args)
     net = build_net(cfg, device, args.channels_last).eval()
     reset_peak_memory(device)
-    seconds = median_seconds(step_fn(net, cfg, args, device), args.repeats, args.warmup, device)
+    timing = timed_steps(step_fn(torch.compile(net) if args.compile else net, cfg, args, device), args, device)
+    seconds = timing["seconds_per_step"]
     memory = peak_memory_mb(device)  # read before the peak probe, whose tensors are no part of a step
     gflop = gflop_per_step(cfg, args.batch, args.resolution)
     peak = peak_gflops(args.dtype, device)
-    record = common_record(args, device, net) | {
-        "seconds_per_step": seconds,
+    record = common_record(args, device, net) | timing | {
         "gflop_per_step": gflop,
         "achieved_gflops": gflop / seconds,
         "peak_gflops_measured": peak,
@@ -134,7 +136,7 @@ def summary(r: dict) -> str:
         f"{r['preset']} {r['resolution']}px batch {r['batch']} {r['dtype']} on {r['device']} ({r['threads']} threads): "
         f"{r['seconds_per_step']:.3f} s/step, {r['gflop_per_step']:.1f} GFLOP, {r['achieved_gflops']:.1f} GFLOP/s "
         f"= {r['fraction_of_peak']:.0%} of measured peak {r['peak_gflops_measured']:.1f} GFLOP/s, "
-        f"{r['params'] / 1e6:.2f} M params, peak memory {r['peak_rss_mb']:.0f} MB"
+        f"{r['params'] / 1e6:.2f} M params, peak memory {r['peak_rss_mb']:.0f} MB{compiled(r)}"
     )
 
 

@@ -14,14 +14,15 @@ from harness import (
     autocast,
     build_net,
     common_record,
+    compiled,
     emit,
-    median_seconds,
     parser,
     peak_memory_mb,
     prepare,
     random_labels,
     reset_peak_memory,
     run,
+    timed_steps,
 )
 from sr3.config import Config
 from sr3.diffusion import Cond, diffusion_loss
@@ -60,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
     cfg, device = prepare(args)
     net = build_net(cfg, device, args.channels_last).train()
     reset_peak_memory(device)
-    seconds = median_seconds(train_step_fn(net, cfg, args, device), args.repeats, args.warmup, device)
-    record = common_record(args, device, net) | {
-        "seconds_per_step": seconds,
+    timing = timed_steps(train_step_fn(torch.compile(net) if args.compile else net, cfg, args, device), args, device)
+    seconds = timing["seconds_per_step"]
+    record = common_record(args, device, net) | timing | {
         "samples_per_second": args.batch / seconds,
         "peak_rss_mb": peak_memory_mb(device),
     }
@@ -75,7 +76,7 @@ def summary(r: dict) -> str:
     return (
         f"{r['preset']} {r['resolution']}px batch {r['batch']} {r['dtype']} on {r['device']} ({r['threads']} threads): "
         f"{r['seconds_per_step']:.3f} s/train step, {r['samples_per_second']:.2f} samples/s, "
-        f"{r['params'] / 1e6:.2f} M params, peak memory {r['peak_rss_mb']:.0f} MB"
+        f"{r['params'] / 1e6:.2f} M params, peak memory {r['peak_rss_mb']:.0f} MB{compiled(r)}"
     )
 
 
