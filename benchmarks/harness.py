@@ -62,7 +62,7 @@ def build_net(cfg: Config, device: torch.device, channels_last: bool = False) ->
 
 def timed_steps(step: Callable[[], object], args: argparse.Namespace, device: torch.device) -> dict[str, object]:
     """Median seconds of `step` after warm-up, and with --compile the seconds of its first, compiling call."""
-    compile_seconds = first_call_seconds(step, device) if args.compile else None
+    compile_seconds = call_seconds(step, device) if args.compile else None
     return {"seconds_per_step": median_seconds(step, args.repeats, args.warmup, device), "compile_seconds": compile_seconds}
 
 
@@ -83,8 +83,8 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def first_call_seconds(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of one call: with --compile, the compilation plus one step."""
+def call_seconds(fn: Callable[[], object], device: torch.device) -> float:
+    """Wall-clock seconds of one call of `fn`, the device synchronised on both sides."""
     sync(device)
     start = time.perf_counter()
     fn()
@@ -96,14 +96,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int, device: 
     """Median wall-clock seconds of `fn` over `repeats` calls after `warmup` untimed ones."""
     for _ in range(warmup):
         fn()
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        fn()
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(call_seconds(fn, device) for _ in range(repeats))
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -136,5 +136,9 @@ def test_a_tuned_sigma_grid_is_kept_at_the_models_own_step_count():
     assert pipe.sampler_config().sigmas == [20.0, 0.005]
     assert pipe.sampler_config(steps=2, sampler="ddpm").sigmas == [20.0, 0.005]
     assert pipe.sampler_config(steps=3).sigmas == []  # another step count: the schedule's own grid
+
+
+def test_a_negative_tile_is_refused():
+    pipe = untrained_pipeline(load_config("tiny"))
     with pytest.raises(SR3Error, match="tile must be 0"):
         pipe.super_resolve(torch.zeros(1, 3, 8, 8), [0], pipe.sampler_config(), tile=-1)
