@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from harness import device_name
-from sr3.cli.common import check_tile
+from sr3.cli.common import add_precision_flag, check_tile, warn_slow_bf16
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
 from sr3.pipeline import SR3Pipeline
@@ -43,6 +43,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    add_precision_flag(p)
     p.add_argument("--batch", type=int, default=1, help="images of one size sampled together")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--plot", help="save a PNG plot of PSNR-Y and consistency against NFE and seconds per image")
@@ -117,7 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
         check_tile(args.tile)
-        pipe = SR3Pipeline.load(args.model, args.device)
+        pipe = SR3Pipeline.load(args.model, args.device, args.precision)
+        warn_slow_bf16(args.precision, args.device)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
@@ -143,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             "colour_fix": args.colour_fix,
             "threads": torch.get_num_threads(),
             "device": device_name(pipe.device),
+            "precision": args.precision,
             "batch": args.batch,
             "reference": reference,
             "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency")},

@@ -53,6 +53,17 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
     assert "bicubic" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("fast", [True, False])
+def test_upscale_bf16_is_recorded_and_warned_where_slow(fast, trained_run, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("sr3.pipeline.has_fast_bf16", lambda device: fast)
+    photo("chelsea").resize((16, 12)).save(tmp_path / "a.png")
+    assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", str(trained_run),
+                 "--steps", "1", "--precision", "bf16", "--quiet"]) == 0
+    assert Image.open(tmp_path / "b.png").text["sr3:precision"] == "bf16"
+    err = capsys.readouterr().err
+    assert ("no bf16 kernels" in err) is not fast
+
+
 def test_eval_table_says_how_the_model_was_sampled():
     from sr3.cli.eval import format_table
 

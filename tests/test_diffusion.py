@@ -136,6 +136,28 @@ def test_denoiser_clip_clamps_to_data_range():
     assert torch.equal(clipped, raw.clamp(-1, 1))
 
 
+def test_denoiser_autocast_runs_the_network_in_bf16_and_returns_float32():
+    class Conv(nn.Module):  # records the dtype its convolution computes in
+        def __init__(self):
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+            self.dtypes = []
+
+        def forward(self, inp, sqrt_gamma, labels=None, aug_level=None):
+            out = self.conv(inp)
+            self.dtypes.append(out.dtype)
+            return out
+
+    torch.manual_seed(0)
+    net = Conv()
+    x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 2.0])
+    full = Denoiser(net, "v")(x, sigma, Cond())
+    mixed = Denoiser(net, "v", autocast=torch.bfloat16)(x, sigma, Cond())
+    assert net.dtypes == [torch.float32, torch.bfloat16]
+    assert mixed.dtype == torch.float32
+    assert not torch.equal(mixed, full) and torch.allclose(mixed, full, atol=0.05)
+
+
 def test_denoiser_rejects_unknown_parameterization():
     with pytest.raises(ValueError, match="parameterization"):
         Denoiser(Zero(), "score")

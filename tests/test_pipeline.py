@@ -7,7 +7,7 @@ from sr3.config import load_config
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_tensor
 from sr3.metrics.consistency import consistency
-from sr3.pipeline import low_frequency_fix
+from sr3.pipeline import SR3Pipeline, low_frequency_fix
 
 from conftest import photo, untrained_pipeline
 
@@ -35,6 +35,20 @@ def test_same_seed_same_image_whatever_the_batch(pipe):
     assert np.array_equal(np.asarray(alone), np.asarray(again))
     other = pipe.upscale(crops[1], steps=3, seed=8)
     assert not np.array_equal(np.asarray(alone), np.asarray(other))
+
+
+def test_bf16_sampling_is_seeded_and_close_to_fp32():
+    cfg = load_config("tiny")
+    fp32 = untrained_pipeline(cfg)
+    bf16 = SR3Pipeline(fp32.denoiser.net, cfg, precision="bf16")
+    lr = to_tensor(photo("coffee").resize((16, 16)))[None]
+    sampler = fp32.sampler_config(steps=2)
+    a = bf16.super_resolve(lr, [1], sampler)
+    assert a.dtype == torch.float32 and torch.equal(a, bf16.super_resolve(lr, [1], sampler))
+    ref = fp32.super_resolve(lr, [1], sampler)
+    assert not torch.equal(a, ref) and (a - ref).abs().mean() < 0.02
+    with pytest.raises(SR3Error, match="precision must be one of fp32, bf16"):
+        SR3Pipeline(fp32.denoiser.net, cfg, precision="fp16")
 
 
 def test_gray_input_stays_gray(pipe):

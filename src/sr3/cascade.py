@@ -77,14 +77,16 @@ class Cascade:
         check_stages(cfg, pipelines)
 
     @classmethod
-    def load(cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = ()) -> Cascade:
-        """A cascade file, a folder holding `cascade.yaml`, or a shipped cascade by name."""
+    def load(
+        cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = (), precision: str = "fp32"
+    ) -> Cascade:
+        """A cascade file, a folder holding `cascade.yaml`, or a shipped cascade by name; `precision` as SR3Pipeline's."""
         path = resolve_cascade(spec)
         cfg = read_cascade(path, overrides)
         pipelines = []
         for stage in cfg.stages:
             model = Path(stage.model)
-            pipelines.append(SR3Pipeline.load(model if model.is_absolute() else path.parent / model, device))
+            pipelines.append(SR3Pipeline.load(model if model.is_absolute() else path.parent / model, device, precision))
         return cls(cfg, pipelines)
 
     @property

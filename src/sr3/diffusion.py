@@ -7,6 +7,7 @@ conversions between the two, and between the eps / x0 / v targets, live here and
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -56,19 +57,25 @@ class Denoiser(nn.Module):
         net: called as net(y_and_condition, sqrt_gamma, labels=..., aug_level=...).
         parameterization: what the network predicts ("eps" as in SR3, "x0" or "v").
         clip: clamp x0_hat to the data range [-1, 1] (for sampling).
+        autocast: run the network under torch.autocast at this dtype (e.g. bfloat16); the sampler's
+            arithmetic and x0_hat stay in x's dtype.
     """
 
-    def __init__(self, net: nn.Module, parameterization: str = "eps", clip: bool = False):
+    def __init__(self, net: nn.Module, parameterization: str = "eps", clip: bool = False,
+                 autocast: torch.dtype | None = None):
         super().__init__()
         if parameterization not in ("eps", "x0", "v"):
             raise ValueError(f"unknown parameterization {parameterization!r}")
-        self.net, self.parameterization, self.clip = net, parameterization, clip
+        self.net, self.parameterization, self.clip, self.autocast = net, parameterization, clip, autocast
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """x0_hat for variance-exploding x = y_0 + sigma * eps, sigma of shape [B]."""
         sqrt_g = (1 + sigma.float() ** 2).rsqrt()
         y = x * _bcast(sqrt_g, x)
-        out = net_output(self.net, y, sqrt_g, cond).to(x.dtype)
+        mixed = contextlib.nullcontext() if self.autocast is None else torch.autocast(x.device.type, self.autocast)
+        with mixed:
+            out = net_output(self.net, y, sqrt_g, cond)
+        out = out.to(x.dtype)
         x0 = to_x0(out, y, _bcast(sqrt_g, x), self.parameterization)
         return x0.clamp(-1, 1) if self.clip else x0
 

@@ -164,6 +164,7 @@ def evaluate(
         "regression": pipe.cfg.noise.regression,
         "nfe": 1 if pipe.cfg.noise.regression else network_evaluations(sampler.name, sampler.steps),
         "colour_fix": colour_fix,
+        "precision": pipe.precision,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,

@@ -1,7 +1,9 @@
-"""Checks the subcommands share."""
+"""Flags and checks the subcommands share."""
 
 from __future__ import annotations
 
+import argparse
+import sys
 from pathlib import Path
 
 from sr3.errors import SR3Error
@@ -17,3 +19,23 @@ def check_json(path: str | None) -> None:
     """Refuse a --json target that cannot be written, before any work is done."""
     if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
         raise SR3Error(f"cannot write --json {path}: its folder does not exist or it is a folder")
+
+
+def add_precision_flag(p: argparse.ArgumentParser) -> None:
+    """The --precision flag of the sampling commands."""
+    p.add_argument(
+        "--precision",
+        choices=["fp32", "bf16"],
+        default="fp32",
+        help="bf16: the network runs under bf16 autocast, about 2x faster on GPUs and on CPUs with AMX or "
+        "AVX-512 BF16 (default fp32)",
+    )
+
+
+def warn_slow_bf16(precision: str, device: str) -> None:
+    """Say so when bf16 is asked for on a device without bf16 kernels, where it runs many times slower than fp32."""
+    from sr3.pipeline import has_fast_bf16, resolve_device
+
+    if precision == "bf16" and not has_fast_bf16(resolve_device(device)):
+        print(f"sr3: warning: {device} has no bf16 kernels (AMX or AVX-512 BF16); bf16 will run many times slower "
+              "than fp32 here", file=sys.stderr)

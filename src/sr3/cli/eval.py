@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_json, check_tile
+from sr3.cli.common import add_precision_flag, check_json, check_tile, warn_slow_bf16
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -43,6 +43,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, help="tile size in input pixels (default: the model's; 0: whole images)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    add_precision_flag(p)
     p.add_argument("--batch", type=int, default=1, help="images of one size sampled together (faster on a GPU)")
     p.add_argument("--json", help="write all figures, per image too, to this JSON file")
     p.add_argument("--quiet", action="store_true")
@@ -68,7 +69,8 @@ def run(args: argparse.Namespace) -> None:
 
     check_json(args.json)
     check_tile(args.tile)
-    pipe = SR3Pipeline.load(args.model, args.device)
+    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
+    warn_slow_bf16(args.precision, args.device)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     if args.steps is not None and args.steps < 1:

@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.errors import SR3Error
 from sr3.imaging import to_pil
 
@@ -37,6 +38,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--save-stages", action="store_true", help="also save every stage's output (cascades)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--device", default="cpu")
+    add_precision_flag(p)
     p.add_argument("--quiet", action="store_true")
 
 
@@ -56,10 +58,10 @@ def load_cascade(args: argparse.Namespace):
         overrides = [f"{k}.{kv}" for k in range(stages) for kv in every] + list(args.set)
         if args.guidance is not None:
             overrides.append(f"0.guidance={args.guidance}")
-        return Cascade.load(args.model, args.device, overrides)
+        return Cascade.load(args.model, args.device, overrides, args.precision)
     if args.set:
         raise SR3Error("--set changes cascade stages; this model is a single base model")
-    pipe = SR3Pipeline.load(args.model, args.device)
+    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
     stage = StageConfig(model=str(args.model), sampler=args.sampler or "", steps=args.steps or 0, guidance=args.guidance or 0.0)
     return Cascade(CascadeConfig(stages=[stage]), [pipe])
 
@@ -73,6 +75,7 @@ def run(args: argparse.Namespace) -> None:
     if out.is_file():
         raise SR3Error(f"output {out} is a file, not a folder")
     cascade = load_cascade(args)
+    warn_slow_bf16(args.precision, args.device)
     if cascade.num_classes == 0:
         if args.label is not None:
             raise SR3Error("this model is not class-conditional; leave out --class")

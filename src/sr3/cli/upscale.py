@@ -9,7 +9,7 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_tile
+from sr3.cli.common import add_precision_flag, check_tile, warn_slow_bf16
 from sr3.errors import SR3Error
 from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
@@ -53,6 +53,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
+    add_precision_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -119,7 +120,8 @@ def run(args: argparse.Namespace) -> None:
     outputs = output_paths(items, Path(args.output) if args.output else default_output(args.inputs))
     for src, _ in items:  # every input readable before the model loads and any output is written
         open_image(src)
-    pipe = SR3Pipeline.load(args.model, args.device)
+    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
+    warn_slow_bf16(args.precision, args.device)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     tile = args.tile if args.tile is not None else sampler.tile or DEFAULT_TILE
     for group in batches(items, outputs, args.batch_size):
@@ -132,7 +134,8 @@ def run(args: argparse.Namespace) -> None:
                 colour_fix=args.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": tile}
+            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": tile,
+                    "precision": args.precision}
             save_result(result, dst, meta)
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")

@@ -1,0 +1,35 @@
+"""The benchmark scripts' contracts: the JSON keys they promise and the errors they give, on the tiny preset."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+STEP_KEYS = {"seconds_per_step", "gflop_per_step", "params", "peak_gflops_measured", "fraction_of_peak", "peak_rss_mb"}
+
+
+def bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True)
+
+
+def test_speed_table_runs_both_scripts_and_saves_their_records(tmp_path):
+    out = tmp_path / "speed.json"
+    done = bench("speed_table.py", "--row", "step:tiny:32:1", "--row", "train:tiny:32:2", "--threads", "1",
+                 "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and lines[2].startswith("| tiny | denoising step | 32x32, batch 1 |")
+    assert "samples/s" in lines[3]
+    step, train = json.loads(out.read_text())
+    assert STEP_KEYS <= step.keys() and step["channels_last"] and step["threads"] == 1
+    assert step["gflop_per_step"] > 0 and 0 < step["fraction_of_peak"]
+    assert train["row"]["kind"] == "train" and train["batch"] == 2 and train["samples_per_second"] > 0
+
+
+def test_bad_rows_are_one_line_errors():
+    done = bench("speed_table.py", "--row", "step:tiny:33:1")
+    assert done.returncode == 2 and "must be a positive multiple of 4" in done.stderr
+    assert "Traceback" not in done.stderr
+    done = bench("speed_table.py", "--row", "fast:tiny:32:1")
+    assert done.returncode == 2 and "KIND:PRESET:RESOLUTION:BATCH" in done.stderr
