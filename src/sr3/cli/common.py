@@ -27,7 +27,7 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
         "--precision",
         choices=["fp32", "bf16"],
         default="fp32",
-        help="bf16: the network runs under bf16 autocast, about 2x faster on GPUs and on CPUs with AMX or "
+        help="bf16: the network runs under bf16 autocast, the fast path on GPUs and on CPUs with AMX or "
         "AVX-512 BF16 (default fp32)",
     )
 
