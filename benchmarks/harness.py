@@ -20,8 +20,7 @@ import torch
 from sr3.config import Config, load_config, preset_names
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
-
-DTYPES = {"fp32": None, "bf16": torch.bfloat16}  # None: no autocast, plain float32
+from sr3.pipeline import PRECISIONS
 
 
 def parser(description: str, epilog: str) -> argparse.ArgumentParser:
@@ -30,7 +29,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help=f"config preset or file; presets: {', '.join(preset_names())}")
     p.add_argument("--resolution", type=int, required=True, help="HR image side in pixels")
     p.add_argument("--batch", type=int, required=True, help="images per step")
-    p.add_argument("--dtype", choices=list(DTYPES), default="fp32", help="bf16 runs under torch.autocast")
+    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="bf16 runs under torch.autocast")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -73,7 +72,7 @@ def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """torch.autocast to the chosen low precision, or nothing for fp32."""
-    low = DTYPES[dtype]
+    low = PRECISIONS[dtype]
     return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
 
 

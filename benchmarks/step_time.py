@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
 from harness import (
-    DTYPES,
     autocast,
     build_net,
     common_record,
@@ -31,6 +30,7 @@ from harness import (
 )
 from sr3.config import Config
 from sr3.models.unet import UNet
+from sr3.pipeline import PRECISIONS
 
 EXAMPLES = """examples:
   python benchmarks/step_time.py --preset sr3-ref-small --resolution 64 --batch 8
@@ -94,7 +94,7 @@ def _probe(make, sizes, device: torch.device) -> float:
 
 def peak_gflops(dtype: str, device: torch.device) -> float:
     """The machine's attainable GFLOP/s in `dtype`: the better of a square matmul and a 3x3 conv."""
-    kw = {"device": device, "dtype": DTYPES[dtype] or torch.float32}
+    kw = {"device": device, "dtype": PRECISIONS[dtype] or torch.float32}
 
     def matmul(n):
         a, b = torch.randn(n, n, **kw), torch.randn(n, n, **kw)

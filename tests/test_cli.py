@@ -55,7 +55,7 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_upscale_bf16_is_recorded_and_warned_where_slow(fast, trained_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("sr3.pipeline.has_fast_bf16", lambda device: fast)
+    monkeypatch.setattr("sr3.cli.common.has_fast_bf16", lambda device: fast)
     photo("chelsea").resize((16, 12)).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", str(trained_run),
                  "--steps", "1", "--precision", "bf16", "--quiet"]) == 0

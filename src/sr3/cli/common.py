@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from sr3.errors import SR3Error
+from sr3.pipeline import PRECISIONS, has_fast_bf16, resolve_device
 
 
 def check_tile(tile: int | None) -> None:
@@ -25,7 +26,7 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
     """The --precision flag of the sampling commands."""
     p.add_argument(
         "--precision",
-        choices=["fp32", "bf16"],
+        choices=list(PRECISIONS),
         default="fp32",
         help="bf16: the network runs under bf16 autocast, the fast path on GPUs and on CPUs with AMX or "
         "AVX-512 BF16 (default fp32)",
@@ -34,8 +35,6 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
 
 def warn_slow_bf16(precision: str, device: str) -> None:
     """Say so when bf16 is asked for on a device without bf16 kernels, where it runs many times slower than fp32."""
-    from sr3.pipeline import has_fast_bf16, resolve_device
-
     if precision == "bf16" and not has_fast_bf16(resolve_device(device)):
         print(f"sr3: warning: {device} has no bf16 kernels (AMX or AVX-512 BF16); bf16 will run many times slower "
               "than fp32 here", file=sys.stderr)
