@@ -56,7 +56,9 @@ def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
         cfg = dataclasses.replace(cfg, schedule=args.schedule, sigmas=[])
     r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile, batch_size=args.batch)
     row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
-    return {"sampler": sampler, "steps": steps, "schedule": cfg.schedule, **row, "bicubic": r["bicubic"]}
+    schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
+    return {"sampler": sampler, "steps": steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **row,
+            "bicubic": r["bicubic"]}
 
 
 def print_row(name: str, row: dict) -> None:

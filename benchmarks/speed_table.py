@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from harness import run
+from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
 HERE = Path(__file__).resolve().parent
@@ -69,7 +70,8 @@ def measure(row: Row, threads: int | None) -> dict:
     """The benchmark script's JSON record for one row; its own error message if it refuses the row."""
     done = subprocess.run(row.argv(threads), capture_output=True, text=True)
     if done.returncode:
-        raise SR3Error(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"{row} failed")
+        last = done.stderr.strip().splitlines()[-1] if done.stderr.strip() else f"{row} failed"
+        raise SR3Error(last.split(": error: ", 1)[-1])  # the script's message without its own prefix
     return json.loads(done.stdout)
 
 
@@ -93,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.threads is not None and args.threads < 1:
         raise SR3Error("--threads must be at least 1")
+    check_json(str(args.json) if args.json else None)
     rows = args.row or DEFAULT_ROWS
     print("| network (preset) | what | input | seconds | work | fraction of measured fp32 peak (GFLOP/s) | peak MB |")
     print("|---|---|---|---|---|---|---|")
@@ -101,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
         record = measure(row, args.threads)
         records.append({"row": asdict(row)} | record)
         print(table_line(row, record), flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(records, indent=1) + "\n")
+        if args.json:  # after every row, so a refused or interrupted row keeps the ones measured
+            args.json.write_text(json.dumps(records, indent=1) + "\n")
     return 0
 
 

@@ -29,7 +29,9 @@ def test_speed_table_runs_both_scripts_and_saves_their_records(tmp_path):
 
 def test_bad_rows_are_one_line_errors():
     done = bench("speed_table.py", "--row", "step:tiny:33:1")
-    assert done.returncode == 2 and "must be a positive multiple of 4" in done.stderr
+    assert done.returncode == 2 and "speed_table.py: error: --resolution 33 must be a positive multiple of 4" in done.stderr
     assert "Traceback" not in done.stderr
+    done = bench("speed_table.py", "--row", "step:tiny:32:1", "--json", "/nonexistent/x.json")
+    assert done.returncode == 2 and "cannot write --json" in done.stderr
     done = bench("speed_table.py", "--row", "fast:tiny:32:1")
     assert done.returncode == 2 and "KIND:PRESET:RESOLUTION:BATCH" in done.stderr

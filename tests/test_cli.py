@@ -55,13 +55,14 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("fast", [True, False])
 def test_upscale_bf16_is_recorded_and_warned_where_slow(fast, trained_run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("sr3.cli.common.has_fast_bf16", lambda device: fast)
+    reason = None if fast else "this CPU has no bf16 instructions (AMX or AVX-512 BF16)"
+    monkeypatch.setattr("sr3.cli.common.slow_bf16_reason", lambda device: reason)
     photo("chelsea").resize((16, 12)).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", str(trained_run),
                  "--steps", "1", "--precision", "bf16", "--quiet"]) == 0
     assert Image.open(tmp_path / "b.png").text["sr3:precision"] == "bf16"
     err = capsys.readouterr().err
-    assert ("no bf16 kernels" in err) is not fast
+    assert ("no bf16 instructions" in err) is not fast
 
 
 def test_eval_table_says_how_the_model_was_sampled():
@@ -71,6 +72,7 @@ def test_eval_table_says_how_the_model_was_sampled():
     result = {**row, "bicubic": row, "n_images": 3, "sampler": "euler", "steps": 2, "nfe": 1, "seconds_per_image": 0.5}
     assert "regression, 1 network evaluation" in format_table({**result, "regression": True})
     assert "euler 2 steps (2 network evaluations)" in format_table({**result, "regression": False, "nfe": 2})
+    assert "(2 network evaluations), bf16," in format_table({**result, "regression": False, "nfe": 2, "precision": "bf16"})
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,7 @@ from sr3.config import load_config
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_tensor
 from sr3.metrics.consistency import consistency
-from sr3.pipeline import SR3Pipeline, low_frequency_fix
+from sr3.pipeline import SR3Pipeline, low_frequency_fix, slow_bf16_reason
 
 from conftest import photo, untrained_pipeline
 
@@ -49,6 +49,12 @@ def test_bf16_sampling_is_seeded_and_close_to_fp32():
     assert not torch.equal(a, ref) and (a - ref).abs().mean() < 0.02
     with pytest.raises(SR3Error, match="precision must be one of fp32, bf16"):
         SR3Pipeline(fp32.denoiser.net, cfg, precision="fp16")
+
+
+def test_slow_bf16_reason_names_the_missing_hardware_or_nothing():
+    reason = slow_bf16_reason(torch.device("cpu"))
+    assert reason is None or "no bf16 instructions" in reason
+    assert slow_bf16_reason(torch.device("meta")) is None  # nothing known against other devices
 
 
 def test_gray_input_stays_gray(pipe):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import platform
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -44,11 +45,18 @@ def resolve_device(device: str | torch.device) -> torch.device:
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16}  # the network's autocast dtype; None: plain float32
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """Whether `device` has bf16 kernels: a GPU that supports bf16, or a CPU with AVX-512 BF16 or AMX."""
+def slow_bf16_reason(device: torch.device) -> str | None:
+    """Why bf16 would run slower than fp32 on `device` (no bf16 instructions or tensor cores), or None."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    return device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+        major, minor = torch.cuda.get_device_capability(device)
+        return None if major >= 8 else f"this GPU (compute capability {major}.{minor}) has no bf16 tensor cores"
+    if device.type != "cpu":
+        return None  # other accelerators: nothing known against bf16
+    if platform.machine().lower() in ("x86_64", "amd64", "i386", "i686"):
+        fast = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    else:
+        fast = torch.ops.mkldnn._is_mkldnn_bf16_supported()  # e.g. ARM's BF16 extension
+    return None if fast else "this CPU has no bf16 instructions (AMX or AVX-512 BF16)"
 
 
 def low_frequency_fix(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.Tensor:

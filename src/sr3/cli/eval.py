@@ -59,6 +59,8 @@ def format_table(result: dict) -> str:
     how = "regression, 1 network evaluation" if result.get("regression") else (
         f"{result['sampler']} {result['steps']} steps ({result['nfe']} network evaluations)"
     )
+    if result.get("precision", "fp32") != "fp32":
+        how += f", {result['precision']}"
     lines.append(f"{result['n_images']} images, {how}, {result['seconds_per_image']:.2f} s/image")
     return "\n".join(lines)
 
