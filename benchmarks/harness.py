@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 
 from sr3.config import Config, load_config, preset_names
+from sr3.diffusion import mixed_precision
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 from sr3.pipeline import PRECISIONS
@@ -72,8 +73,7 @@ def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """torch.autocast to the chosen low precision, or nothing for fp32."""
-    low = PRECISIONS[dtype]
-    return torch.autocast(device.type, dtype=low) if low is not None else contextlib.nullcontext()
+    return mixed_precision(device.type, PRECISIONS[dtype])
 
 
 def sync(device: torch.device) -> None:

@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error("--nfe values must be at least 1")
         check_tile(args.tile)
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-        warn_slow_bf16(args.precision, args.device)
+        warn_slow_bf16(pipe)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")

@@ -45,6 +45,11 @@ def undiffused_image(x: torch.Tensor, cond: Cond, residual: bool) -> torch.Tenso
     return x + cond.image if residual else x
 
 
+def mixed_precision(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """torch.autocast to `dtype` on this device type, or nothing for None (plain float32)."""
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
+
+
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-sample [B] tensor shaped to broadcast over images [B, C, H, W]."""
     return v.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
@@ -72,8 +77,7 @@ class Denoiser(nn.Module):
         """x0_hat for variance-exploding x = y_0 + sigma * eps, sigma of shape [B]."""
         sqrt_g = (1 + sigma.float() ** 2).rsqrt()
         y = x * _bcast(sqrt_g, x)
-        mixed = contextlib.nullcontext() if self.autocast is None else torch.autocast(x.device.type, self.autocast)
-        with mixed:
+        with mixed_precision(x.device.type, self.autocast):
             out = net_output(self.net, y, sqrt_g, cond)
         out = out.to(x.dtype)
         x0 = to_x0(out, y, _bcast(sqrt_g, x), self.parameterization)

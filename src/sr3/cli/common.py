@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from sr3.errors import SR3Error
-from sr3.pipeline import PRECISIONS, resolve_device, slow_bf16_reason
+from sr3.pipeline import PRECISIONS, SR3Pipeline, slow_bf16_reason
 
 
 def check_tile(tile: int | None) -> None:
@@ -33,8 +33,8 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def warn_slow_bf16(precision: str, device: str) -> None:
-    """Say so when bf16 is asked for on a device without bf16 kernels, where it runs many times slower than fp32."""
-    reason = slow_bf16_reason(resolve_device(device)) if precision == "bf16" else None
+def warn_slow_bf16(pipe: SR3Pipeline) -> None:
+    """Say so when a pipeline runs bf16 on a device without bf16 kernels, where it is many times slower than fp32."""
+    reason = slow_bf16_reason(pipe.device) if pipe.precision == "bf16" else None
     if reason:
         print(f"sr3: warning: {reason}; bf16 will run many times slower than fp32 here", file=sys.stderr)

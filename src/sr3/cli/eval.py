@@ -72,7 +72,7 @@ def run(args: argparse.Namespace) -> None:
     check_json(args.json)
     check_tile(args.tile)
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    warn_slow_bf16(args.precision, args.device)
+    warn_slow_bf16(pipe)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     if args.steps is not None and args.steps < 1:

@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> None:
     if out.is_file():
         raise SR3Error(f"output {out} is a file, not a folder")
     cascade = load_cascade(args)
-    warn_slow_bf16(args.precision, args.device)
+    warn_slow_bf16(cascade.pipelines[0])  # every stage runs at the one --precision on the one --device
     if cascade.num_classes == 0:
         if args.label is not None:
             raise SR3Error("this model is not class-conditional; leave out --class")

@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
     for src, _ in items:  # every input readable before the model loads and any output is written
         open_image(src)
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    warn_slow_bf16(args.precision, args.device)
+    warn_slow_bf16(pipe)
     sampler = pipe.sampler_config(args.steps, args.sampler)
     tile = args.tile if args.tile is not None else sampler.tile or DEFAULT_TILE
     for group in batches(items, outputs, args.batch_size):
