@@ -17,11 +17,11 @@ from pathlib import Path
 
 import torch
 
-from sr3.config import Config, load_config, preset_names
-from sr3.diffusion import mixed_precision
+from sr3.config import PRECISIONS, Config, load_config, preset_names
+from sr3.device import autocast as precision_autocast
+from sr3.device import check_precision
 from sr3.errors import SR3Error
-from sr3.models.unet import UNet
-from sr3.pipeline import PRECISIONS
+from sr3.models import build_network
 
 
 def parser(description: str, epilog: str) -> argparse.ArgumentParser:
@@ -30,7 +30,7 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     p.add_argument("--preset", required=True, help=f"config preset or file; presets: {', '.join(preset_names())}")
     p.add_argument("--resolution", type=int, required=True, help="HR image side in pixels")
     p.add_argument("--batch", type=int, required=True, help="images per step")
-    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="bf16 runs under torch.autocast")
+    p.add_argument("--dtype", choices=list(PRECISIONS), default="fp32", help="bf16 and fp16 run under torch.autocast")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's own)")
     p.add_argument("--repeats", type=int, default=5, help="timed steps; the median is reported")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -51,12 +51,14 @@ def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    return cfg, torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    check_precision(args.dtype, device)
+    return cfg, device
 
 
-def build_net(cfg: Config, device: torch.device, channels_last: bool = False) -> UNet:
-    """The preset's U-Net on `device`, fp32 weights (autocast handles bf16 as mixed-precision training does)."""
-    net = UNet(cfg.model).to(device)
+def build_net(cfg: Config, device: torch.device, channels_last: bool = False) -> torch.nn.Module:
+    """The preset's network on `device`, fp32 weights (autocast handles bf16 as mixed-precision training does)."""
+    net = build_network(cfg.model).to(device)
     return net.to(memory_format=torch.channels_last) if channels_last else net
 
 
@@ -73,7 +75,7 @@ def random_labels(cfg: Config, batch: int, device: torch.device) -> torch.Tensor
 
 def autocast(device: torch.device, dtype: str) -> contextlib.AbstractContextManager:
     """torch.autocast to the chosen low precision, or nothing for fp32."""
-    return mixed_precision(device.type, PRECISIONS[dtype])
+    return precision_autocast(device.type, dtype)
 
 
 def sync(device: torch.device) -> None:

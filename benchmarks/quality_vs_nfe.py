@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from harness import device_name
-from sr3.cli.common import add_precision_flag, check_tile, warn_slow_bf16
+from sr3.cli.common import add_precision_flag, warn_slow_bf16
+from sr3.config import check_tile
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
 from sr3.pipeline import SR3Pipeline
@@ -37,7 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid family, in place of any tuned grid (default: the model's own)")
     p.add_argument("--reference", help="SAMPLER:STEPS run to compare against, e.g. ddpm:1000 (SR3's ancestral sampler)")
     p.add_argument(
-        "--colour-fix", action=argparse.BooleanOptionalAction, default=True, help="low-frequency colour correction (as sr3 upscale)"
+        "--colour-fix", action=argparse.BooleanOptionalAction, default=None,
+        help="low-frequency colour correction (default: the model's, as sr3 upscale samples it)",
     )
     p.add_argument("--tile", type=int, help="tile size in input pixels (default: the model's; 0: whole images)")
     p.add_argument("--seed", type=int, default=0)
@@ -51,10 +53,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
-    cfg = pipe.sampler_config(steps, sampler)
+    cfg = pipe.sampler_config(steps, sampler, args.tile, args.colour_fix)
     if args.schedule:
         cfg = dataclasses.replace(cfg, schedule=args.schedule, sigmas=[])
-    r = evaluate(pipe, pairs, cfg, args.seed, colour_fix=args.colour_fix, tile=args.tile, batch_size=args.batch)
+    r = evaluate(pipe, pairs, cfg, args.seed, batch_size=args.batch)
     row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
     schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
     return {"sampler": sampler, "steps": steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **row,
@@ -119,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error(f"--nfe must be comma-separated integers; got {args.nfe}") from None
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
-        check_tile(args.tile)
+        check_tile(args.tile, "--tile")
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
         warn_slow_bf16(pipe)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
@@ -144,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
             "model": str(args.model),
             "images": len(pairs),
             "hr": str(args.hr),
-            "colour_fix": args.colour_fix,
+            "colour_fix": pipe.sampler_config(colour_fix=args.colour_fix).colour_fix,
             "threads": torch.get_num_threads(),
             "device": device_name(pipe.device),
             "precision": args.precision,

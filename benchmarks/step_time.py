@@ -29,8 +29,8 @@ from harness import (
     timed_steps,
 )
 from sr3.config import Config
-from sr3.models.unet import UNet
-from sr3.pipeline import PRECISIONS
+from sr3.device import AUTOCAST_DTYPES
+from sr3.models import build_network
 
 EXAMPLES = """examples:
   python benchmarks/step_time.py --preset sr3-ref-small --resolution 64 --batch 8
@@ -47,7 +47,7 @@ def _cpu_sdpa_flop(q, k, v, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q, k, v)
 
 
-def step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torch.device):
+def step_fn(net: torch.nn.Module, cfg: Config, args: argparse.Namespace, device: torch.device):
     """One inference forward of `net` on a random batch, as a sampler calls it."""
     b, r = args.batch, args.resolution
     x = torch.randn(b, cfg.model.in_channels, r, r, device=device)
@@ -64,7 +64,7 @@ def step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torch.devi
 def gflop_per_step(cfg: Config, batch: int, resolution: int) -> float:
     """GFLOP of one forward (a multiply-add is 2), counted on the meta device: shapes only, no compute."""
     with torch.device("meta"):
-        net = UNet(cfg.model)
+        net = build_network(cfg.model)
         x = torch.empty(batch, cfg.model.in_channels, resolution, resolution)
         sqrt_gamma = torch.empty(batch)
         labels = torch.zeros(batch, dtype=torch.long) if cfg.model.num_classes else None
@@ -94,7 +94,7 @@ def _probe(make, sizes, device: torch.device) -> float:
 
 def peak_gflops(dtype: str, device: torch.device) -> float:
     """The machine's attainable GFLOP/s in `dtype`: the better of a square matmul and a 3x3 conv."""
-    kw = {"device": device, "dtype": PRECISIONS[dtype] or torch.float32}
+    kw = {"device": device, "dtype": AUTOCAST_DTYPES[dtype] or torch.float32}
 
     def matmul(n):
         a, b = torch.randn(n, n, **kw), torch.randn(n, n, **kw)

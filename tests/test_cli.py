@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -56,7 +58,7 @@ def test_eval_writes_the_contracted_json(trained_run, tmp_path, capsys):
 @pytest.mark.parametrize("fast", [True, False])
 def test_upscale_bf16_is_recorded_and_warned_where_slow(fast, trained_run, tmp_path, capsys, monkeypatch):
     reason = None if fast else "this CPU has no bf16 instructions (AMX or AVX-512 BF16)"
-    monkeypatch.setattr("sr3.cli.common.slow_bf16_reason", lambda device: reason)
+    monkeypatch.setattr("sr3.device.slow_bf16_reason", lambda device: reason)
     photo("chelsea").resize((16, 12)).save(tmp_path / "a.png")
     assert main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "b.png"), "--model", str(trained_run),
                  "--steps", "1", "--precision", "bf16", "--quiet"]) == 0
@@ -69,10 +71,15 @@ def test_eval_table_says_how_the_model_was_sampled():
     from sr3.cli.eval import format_table
 
     row = {"psnr_y": 30.0, "ssim_y": 0.9, "psnr_rgb": 29.0, "ssim_rgb": 0.88, "consistency": 1e-5}
-    result = {**row, "bicubic": row, "n_images": 3, "sampler": "euler", "steps": 2, "nfe": 1, "seconds_per_image": 0.5}
-    assert "regression, 1 network evaluation" in format_table({**result, "regression": True})
-    assert "euler 2 steps (2 network evaluations)" in format_table({**result, "regression": False, "nfe": 2})
-    assert "(2 network evaluations), bf16," in format_table({**result, "regression": False, "nfe": 2, "precision": "bf16"})
+    result = {**row, "bicubic": row, "n_images": 3, "seconds_per_image": 0.5, "colour_fix": True, "precision": "fp32"}
+    regression = format_table({**result, "sampler": "regression", "steps": 1, "nfe": 1})
+    assert "regression sampler, 1 step (1 network evaluation), colour fix, 0.50 s/image" in regression
+    assert "euler sampler, 2 steps (2 network evaluations)" in format_table({**result, "sampler": "euler", "steps": 2, "nfe": 2})
+    bf16 = format_table({**result, "sampler": "euler", "steps": 2, "nfe": 2, "precision": "bf16", "colour_fix": False})
+    assert "(2 network evaluations), no colour fix, bf16," in bf16
+    header, model_row = bf16.splitlines()[:2]
+    assert header.split()[1:] == ["PSNR-Y", "SSIM-Y", "PSNR-RGB", "SSIM-RGB", "consist."]  # the metric table's labels
+    assert model_row.split()[1:] == ["30.00", "0.9000", "29.00", "0.8800", "1.00e-05"]
 
 
 @pytest.mark.parametrize(
@@ -82,7 +89,7 @@ def test_eval_table_says_how_the_model_was_sampled():
         (["upscale", "IMG", "-o", "x.png", "--model", "RUN", "--sampler", "nope"], "unknown sampler 'nope'"),
         (["upscale", "IMG", "-o", "x.png", "--model", "nowhere"], "neither a file or folder nor a shipped model"),
         (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "2"], "upscales x4, but --scale 2"),
-        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--tile", "-1"], "--tile must be 0 (no tiling)"),
+        (["eval", "--model", "RUN", "--hr", "HRDIR", "--scale", "4", "--tile", "-1"], "--tile must be 0 (whole images) or at least 8"),
         (["train", "--config", "tiny", "--data", "HRDIR", "--output", "OUT", "--steps", "1", "--set", "train.lrr=1"],
          "unknown config key 'train.lrr'"),
         (["train", "--config", "nope", "--data", "HRDIR", "--output", "OUT", "--steps", "1"], "neither a file nor a preset"),
@@ -162,3 +169,25 @@ def test_icc_profile_is_carried_to_the_output(trained_run, tmp_path):
     assert main(["upscale", str(tmp_path / "icc.png"), "-o", str(tmp_path / "out.png"), "--model", str(trained_run),
                  "--steps", "1", "--quiet"]) == 0
     assert Image.open(tmp_path / "out.png").info.get("icc_profile") == profile
+
+
+def test_the_command_line_and_python_sample_alike(trained_run, tmp_path):
+    from sr3.pipeline import SR3Pipeline
+
+    img = photo("coffee").resize((40, 28))
+    img.save(tmp_path / "in.png")
+    assert main(["upscale", str(tmp_path / "in.png"), "-o", str(tmp_path / "cli.png"), "--model", str(trained_run),
+                 "--quiet"]) == 0
+    cli = Image.open(tmp_path / "cli.png")
+    python = SR3Pipeline.load(trained_run).upscale(img)
+    assert np.array_equal(np.asarray(cli), np.asarray(python))
+    assert cli.text["sr3:tile"] == "128" and cli.text["sr3:colour_fix"] == "True"
+
+
+def test_help_builds_without_torch():
+    """`sr3 --help` stays instant: no subcommand imports torch to build its parser."""
+    code = ("import sys; from sr3.cli.main import build_parser; build_parser().format_help(); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if m.startswith('sr3'))")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    out = subprocess.run([sys.executable, "-m", "sr3.cli.main", "upscale", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "ddpm | ddim | euler | heun | dpmpp_2m" in out.stdout

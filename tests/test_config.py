@@ -27,7 +27,8 @@ def test_overrides_are_typed():
         ("noise.loss=l3", "must be one of l1, l2"),
         ("model.channel_mults=4", "must be a list"),
         ("nonsense", "section.key=value"),
-        ("sampler.tile=-8", "sampler.tile' must be in"),
+        ("sampler.tile=-8", r"sampler.tile' must be 0 \(whole images\) or at least 8"),
+        ("sampler.tile=4", r"sampler.tile' must be 0 \(whole images\) or at least 8"),
     ],
 )
 def test_bad_overrides_give_clear_errors(override, message):
@@ -42,3 +43,26 @@ def test_config_file_yaml_and_json(tmp_path):
     assert load_config(str(tmp_path / "b.json")).data.scale == 8
     with pytest.raises(SR3Error, match="neither a file nor a preset"):
         load_config(str(tmp_path / "missing.yaml"))
+
+
+def test_configs_of_older_checkpoints_read_in_todays_keys():
+    from sr3.config import config_from_dict, to_dict
+
+    old = to_dict(load_config("tiny"))
+    del old["model"]["arch"], old["sampler"]["tile"], old["sampler"]["colour_fix"], old["data"]["degradation"]
+    old["train"] = {**{k: v for k, v in old["train"].items() if k != "precision"}, "mixed_precision": "no"}
+    cfg = config_from_dict(old)
+    assert cfg.train.precision == "fp32" and cfg.model.arch == "unet" and cfg.data.degradation == "bicubic"
+    assert cfg.sampler.tile == 128 and cfg.sampler.colour_fix is True
+    assert config_from_dict({"train": {"mixed_precision": "bf16"}}).train.precision == "bf16"
+    assert load_config("faces-16-128").train.precision == "bf16"
+
+
+def test_precision_names_are_one_vocabulary():
+    from sr3.config import PRECISIONS
+    from sr3.device import ACCELERATE_NAMES, AUTOCAST_DTYPES
+
+    assert PRECISIONS == ("fp32", "bf16", "fp16")
+    assert tuple(AUTOCAST_DTYPES) == tuple(ACCELERATE_NAMES) == PRECISIONS
+    with pytest.raises(SR3Error, match="must be one of fp32, bf16, fp16"):
+        load_config("tiny", ["train.precision=no"])

@@ -7,7 +7,7 @@ from PIL import Image
 from sr3.config import DataConfig
 from sr3.data.pairs import GlobalBatches, SRPairs, split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize
+from sr3.imaging import imresize, to_pil, to_tensor
 
 
 def test_sample_n_is_a_pure_function_of_seed_and_n(photo_dir):
@@ -26,10 +26,21 @@ def test_each_epoch_visits_every_image_once(photo_dir):
         assert sorted(data.image_index(epoch * n + i) for i in range(n)) == list(range(n))
 
 
-def test_lr_is_matlab_bicubic_of_hr(photo_dir):
+def test_lr_is_matlab_bicubic_of_hr_rounded_to_8_bits(photo_dir):
     pair = SRPairs(photo_dir, DataConfig(hr_size=32, scale=4))[3]
     assert pair["hr"].shape == (3, 32, 32) and pair["lr"].shape == (3, 8, 8)
-    assert torch.allclose(pair["lr"], imresize(pair["hr"], scale=0.25).clamp(-1, 1))
+    assert torch.equal(pair["lr"], to_tensor(to_pil(imresize(pair["hr"], scale=0.25).clamp(-1, 1))))  # as a saved LR file
+    assert int(pair["sample"]) == 3
+
+
+def test_degradations_are_chosen_by_name(photo_dir):
+    from sr3.data.degradations import DEGRADATIONS, degrade
+
+    hr = SRPairs(photo_dir, DataConfig(hr_size=32, scale=4))[0]["hr"]
+    assert "bicubic" in DEGRADATIONS
+    assert torch.equal(degrade("bicubic", hr, 4, torch.Generator()), SRPairs(photo_dir, DataConfig(hr_size=32, scale=4))[0]["lr"])
+    with pytest.raises(SR3Error, match="unknown degradation 'blurry'; choose from: bicubic"):
+        SRPairs(photo_dir, DataConfig(hr_size=32, scale=4, degradation="blurry"))
 
 
 def test_faces_mode_resizes_whole_image(tmp_path, photo_dir):

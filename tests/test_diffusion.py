@@ -17,6 +17,7 @@ from sr3.diffusion import (
     training_target,
     undiffused_image,
 )
+from sr3.noise import PerSampleNoise
 from sr3.schedules import linear_gammas, sample_sqrt_gamma, training_gammas
 
 PARAMS = ["eps", "x0", "v"]
@@ -152,7 +153,7 @@ def test_denoiser_autocast_runs_the_network_in_bf16_and_returns_float32():
     net = Conv()
     x, sigma = torch.randn(2, 3, 8, 8), torch.tensor([0.5, 2.0])
     full = Denoiser(net, "v")(x, sigma, Cond())
-    mixed = Denoiser(net, "v", autocast=torch.bfloat16)(x, sigma, Cond())
+    mixed = Denoiser(net, "v", precision="bf16")(x, sigma, Cond())
     assert net.dtypes == [torch.float32, torch.bfloat16]
     assert mixed.dtype == torch.float32
     assert not torch.equal(mixed, full) and torch.allclose(mixed, full, atol=0.05)
@@ -178,6 +179,11 @@ def test_condition_is_concatenated_and_labels_passed_through():
 # --- the training loss ----------------------------------------------------------------------------------------
 
 
+def _rng(seed: int, x0: torch.Tensor) -> PerSampleNoise:
+    """One generator per sample of the batch x0, as training draws them."""
+    return PerSampleNoise(range(seed * 10**6, seed * 10**6 + len(x0)))
+
+
 def _data(batch: int = 16, seed: int = 4) -> torch.Tensor:
     return torch.rand(batch, 3, 4, 4, generator=torch.Generator().manual_seed(seed)) * 2 - 1
 
@@ -189,16 +195,16 @@ def test_loss_of_a_perfect_network_is_zero(param, loss):
     gammas = linear_gammas(8, 0.05, 0.3)
     x0 = _data()
     cfg = NoiseConfig(parameterization=param, loss=loss)
-    value = diffusion_loss(KnowsX0(x0, param), x0, Cond(), gammas, cfg, torch.Generator().manual_seed(0))
+    value = diffusion_loss(KnowsX0(x0, param), x0, Cond(), gammas, cfg, _rng(0, x0))
     assert value.item() < 1e-5
-    zero = diffusion_loss(Zero(), x0, Cond(), gammas, cfg, torch.Generator().manual_seed(0))
+    zero = diffusion_loss(Zero(), x0, Cond(), gammas, cfg, _rng(0, x0))
     assert zero.item() > 0.1
 
 
 def test_loss_of_the_perfect_x0_network_is_exactly_zero_on_the_sr3_schedule():
     x0 = _data()
     cfg = NoiseConfig(parameterization="x0")
-    value = diffusion_loss(KnowsX0(x0, "x0"), x0, Cond(), training_gammas(cfg), cfg, torch.Generator().manual_seed(0))
+    value = diffusion_loss(KnowsX0(x0, "x0"), x0, Cond(), training_gammas(cfg), cfg, _rng(0, x0))
     assert value.item() == 0.0
 
 
@@ -207,7 +213,7 @@ def test_zero_network_x0_loss_is_the_data_norm():
     gammas = training_gammas(NoiseConfig())
     for loss, expected in (("l1", x0.abs().mean()), ("l2", x0.pow(2).mean())):
         cfg = NoiseConfig(parameterization="x0", loss=loss)
-        value = diffusion_loss(Zero(), x0, Cond(), gammas, cfg, torch.Generator().manual_seed(0))
+        value = diffusion_loss(Zero(), x0, Cond(), gammas, cfg, _rng(0, x0))
         assert value.item() == pytest.approx(expected.item(), rel=1e-6)
 
 
@@ -215,15 +221,15 @@ def test_zero_network_eps_loss_l1_vs_l2():
     # the eps target is standard normal: E|eps| = sqrt(2 / pi), E eps^2 = 1 (12,288 values: +-0.01)
     x0 = torch.zeros(256, 3, 4, 4)
     gammas = training_gammas(NoiseConfig())
-    l1 = diffusion_loss(Zero(), x0, Cond(), gammas, NoiseConfig(loss="l1"), torch.Generator().manual_seed(5))
-    l2 = diffusion_loss(Zero(), x0, Cond(), gammas, NoiseConfig(loss="l2"), torch.Generator().manual_seed(5))
+    l1 = diffusion_loss(Zero(), x0, Cond(), gammas, NoiseConfig(loss="l1"), _rng(5, x0))
+    l2 = diffusion_loss(Zero(), x0, Cond(), gammas, NoiseConfig(loss="l2"), _rng(5, x0))
     assert l1.item() == pytest.approx(math.sqrt(2 / math.pi), abs=0.02)
     assert l2.item() == pytest.approx(1.0, abs=0.04)
 
 
 def test_loss_matches_sr3_algorithm_1_draw_for_draw():
     # Alg. 1: sqrt(gamma) ~ continuous level, eps ~ N(0, I), y = sqrt(gamma) x0 + sqrt(1-gamma) eps,
-    # loss = || f(cond, y, sqrt(gamma)) - eps ||_p, with all randomness from the given generator.
+    # loss = || f(cond, y, sqrt(gamma)) - eps ||_p, with all randomness from the given per-sample generators.
     x0 = _data(8)
     image = torch.rand(8, 3, 4, 4, generator=torch.Generator().manual_seed(9))
     gammas = training_gammas(NoiseConfig())
@@ -232,14 +238,14 @@ def test_loss_matches_sr3_algorithm_1_draw_for_draw():
         def forward(self, inp, sqrt_gamma, labels=None, aug_level=None):
             return 0.5 * inp[:, :3] - 0.25 * inp[:, 3:] + sqrt_gamma.reshape(-1, 1, 1, 1)
 
-    gen = torch.Generator().manual_seed(6)
-    sqrt_g = sample_sqrt_gamma(gammas, 8, gen).float().reshape(-1, 1, 1, 1)
-    eps = torch.randn(x0.shape, generator=gen)
+    rng = _rng(6, x0)
+    sqrt_g = sample_sqrt_gamma(gammas, rng).float().reshape(-1, 1, 1, 1)
+    eps = rng.randn(x0.shape[1:])
     y = sqrt_g * x0 + (1 - sqrt_g**2).sqrt() * eps
     pred = 0.5 * y - 0.25 * image + sqrt_g
     for loss, expected in (("l1", (pred - eps).abs().mean()), ("l2", (pred - eps).pow(2).mean())):
         got = diffusion_loss(
-            Affine(), x0, Cond(image=image), gammas, NoiseConfig(loss=loss), torch.Generator().manual_seed(6)
+            Affine(), x0, Cond(image=image), gammas, NoiseConfig(loss=loss), _rng(6, x0)
         )
         assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
@@ -249,7 +255,7 @@ def test_loss_noises_the_data_as_sr3_does():
     x0 = torch.full((512, 1, 4, 4), 0.5)
     gammas = linear_gammas(8, 0.05, 0.3)
     net = Zero(1)
-    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(), torch.Generator().manual_seed(7))
+    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(), _rng(7, x0))
     y, sqrt_g = net.calls[0]
     assert sqrt_g.shape == (512,) and sqrt_g.dtype == torch.float32
     assert sqrt_g.min() >= gammas[-1].sqrt() and sqrt_g.max() <= 1
@@ -267,9 +273,21 @@ def test_loss_is_seeded():
             return 0.5 * inp
 
     def run(seed):
-        return diffusion_loss(Half(), x0, Cond(), gammas, NoiseConfig(), torch.Generator().manual_seed(seed)).item()
+        return diffusion_loss(Half(), x0, Cond(), gammas, NoiseConfig(), _rng(seed, x0)).item()
 
     assert run(1) == run(1) and run(1) != run(2)
+
+
+def test_each_sample_draws_from_its_own_generator():
+    # what makes gradient accumulation and any split over processes exact: a sample's level and noise
+    # depend on its own seed only, not on which other samples share its batch
+    x0 = _data(4)
+    gammas = training_gammas(NoiseConfig())
+    net = Zero()
+    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(), PerSampleNoise([10, 11, 12, 13]))
+    diffusion_loss(net, x0[2:], Cond(), gammas, NoiseConfig(), PerSampleNoise([12, 13]))
+    (y_all, g_all), (y_half, g_half) = net.calls
+    assert torch.equal(y_all[2:], y_half) and torch.equal(g_all[2:], g_half)
 
 
 def test_residual_images_round_trip_and_need_the_upsampled_lr():

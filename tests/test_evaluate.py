@@ -2,8 +2,9 @@ import pytest
 import torch
 
 from sr3.data.pairs import split_files
-from sr3.evaluate import evaluate, evaluation_pairs, image_scores, same_size_batches
+from sr3.evaluate import evaluate, evaluation_pairs, same_size_batches
 from sr3.imaging import imresize
+from sr3.metrics.scores import image_scores
 
 from conftest import SHARED_DATA, needs_shared, photo, untrained_pipeline
 
@@ -38,6 +39,7 @@ def test_perfect_output_scores():
     assert scores["consistency"] < 1e-5
 
 
+@pytest.mark.slow
 @needs_shared
 def test_b100_bicubic_matches_the_literature():
     """B100 x4 bicubic with LR made by our MATLAB-compatible resize: 25.96 dB / 0.668 as published."""

@@ -6,10 +6,10 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[1] / "src" / "sr3"
 
 LAYERS = {
-    "errors": 0, "config": 0,
-    "imaging": 1, "schedules": 1, "pretrained": 1,
+    "errors": 0, "config": 0, "configs": 0, "noise": 0,
+    "imaging": 1, "schedules": 1, "pretrained": 1, "device": 1,
     "models": 2, "diffusion": 2,
-    "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "conditioning": 3,
+    "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "guidance": 3, "conditioning": 3,
     "checkpoint": 4,
     "pipeline": 5,
     "evaluate": 6, "train": 6, "cascade": 6,
@@ -31,13 +31,26 @@ def _imports(path: Path):
             yield from (a.name.split(".")[1] for a in node.names if a.name.startswith("sr3."))
 
 
+def _modules():
+    return [p for p in SRC.rglob("*.py") if not (p.name == "__init__.py" and p.parent == SRC)]
+
+
+def test_every_module_has_a_layer():
+    unplaced = sorted({_top(p) for p in _modules()} - set(LAYERS))
+    unknown = sorted({t for p in _modules() for t in _imports(p)} - set(LAYERS))
+    assert not unplaced, f"modules with no layer in LAYERS: {unplaced}"
+    assert not unknown, f"imports of sr3 modules with no layer in LAYERS: {unknown}"
+
+
 def test_every_import_points_down_and_peers_stay_apart():
     bad = []
-    for path in SRC.rglob("*.py"):
-        if path.name == "__init__.py" and path.parent == SRC:
-            continue
+    for path in _modules():
+        if _top(path) not in LAYERS:
+            continue  # named by test_every_module_has_a_layer
         here = _top(path)
         for target in _imports(path):
+            if target not in LAYERS:
+                continue
             if target == here:
                 continue
             if LAYERS[target] > LAYERS[here] or (LAYERS[target] == LAYERS[here] and LAYERS[here] > 0):

@@ -5,6 +5,8 @@ import math
 import numpy as np
 import pytest
 import torch
+
+from sr3.errors import SR3Error
 from skimage import data
 from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
@@ -87,7 +89,7 @@ def test_crop_border_ignores_border_pixels(astronaut_pair, metric):
 
 @pytest.mark.parametrize("metric", [psnr, ssim])
 def test_shape_mismatch_names_both_shapes(metric):
-    with pytest.raises(ValueError, match=r"\(16, 16, 3\).*\(16, 15, 3\)"):
+    with pytest.raises(SR3Error, match=r"\(16, 16, 3\).*\(16, 15, 3\)"):
         metric(np.zeros((16, 16, 3)), np.zeros((16, 15, 3)))
 
 
@@ -109,5 +111,5 @@ def test_consistency_positive_and_batch_mean():
 
 
 def test_consistency_shape_mismatch():
-    with pytest.raises(ValueError, match="upscaled by 4"):
+    with pytest.raises(SR3Error, match="upscaled by 4"):
         consistency(torch.zeros(3, 32, 32), torch.zeros(3, 16, 16), 4)

@@ -6,8 +6,10 @@ from PIL import Image
 from sr3.config import load_config
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, to_tensor
+from sr3.imaging import to_pil as to_pil_image
 from sr3.metrics.consistency import consistency
-from sr3.pipeline import SR3Pipeline, low_frequency_fix, slow_bf16_reason
+from sr3.device import slow_bf16_reason
+from sr3.pipeline import SR3Pipeline, low_frequency_fix
 
 from conftest import photo, untrained_pipeline
 
@@ -47,7 +49,9 @@ def test_bf16_sampling_is_seeded_and_close_to_fp32():
     assert a.dtype == torch.float32 and torch.equal(a, bf16.super_resolve(lr, [1], sampler))
     ref = fp32.super_resolve(lr, [1], sampler)
     assert not torch.equal(a, ref) and (a - ref).abs().mean() < 0.02
-    with pytest.raises(SR3Error, match="precision must be one of fp32, bf16"):
+    with pytest.raises(SR3Error, match="precision must be one of fp32, bf16, fp16"):
+        SR3Pipeline(fp32.denoiser.net, cfg, precision="fp8")
+    with pytest.raises(SR3Error, match="fp16 needs a CUDA GPU"):
         SR3Pipeline(fp32.denoiser.net, cfg, precision="fp16")
 
 
@@ -103,7 +107,7 @@ def test_a_residual_model_adds_its_sample_to_the_upsampled_input():
     cfg = load_config("tiny", ["noise.residual=true", "noise.parameterization=x0"])
     pipe = SR3Pipeline(UNet(cfg.model), cfg)
     lr = to_tensor(photo("coffee").resize((16, 12)))[None]
-    out = pipe.super_resolve(lr, [0], pipe.sampler_config(steps=3, sampler="ddim"))
+    out = pipe.super_resolve(lr, [0], pipe.sampler_config(steps=3, sampler="ddim", colour_fix=False))
     assert torch.allclose(out, imresize(lr, scale=4).clamp(-1, 1), atol=1e-5)
 
 
@@ -161,4 +165,44 @@ def test_a_tuned_sigma_grid_is_kept_at_the_models_own_step_count():
 def test_a_negative_tile_is_refused():
     pipe = untrained_pipeline(load_config("tiny"))
     with pytest.raises(SR3Error, match="tile must be 0"):
-        pipe.super_resolve(torch.zeros(1, 3, 8, 8), [0], pipe.sampler_config(), tile=-1)
+        pipe.sampler_config(tile=-1)
+
+
+def test_one_sampling_policy_resolves_every_override():
+    cfg = load_config("tiny", ["sampler.tile=32"])
+    pipe = untrained_pipeline(cfg)
+    own = pipe.sampler_config()
+    assert (own.name, own.steps, own.tile, own.colour_fix) == ("dpmpp_2m", 4, 32, True)
+    changed = pipe.sampler_config(steps=2, sampler="euler", tile=0, colour_fix=False)
+    assert (changed.name, changed.steps, changed.tile, changed.colour_fix) == ("euler", 2, 0, False)
+    assert load_config("tiny").sampler.tile == 128  # the memory bound when a model names none
+    with pytest.raises(SR3Error, match="sampler 'regression' does not sample a diffusion model"):
+        pipe.sampler_config(sampler="regression")
+    regression = untrained_pipeline(load_config("tiny", ["noise.regression=true", "noise.parameterization=x0"]))
+    assert (regression.sampler_config(steps=50).name, regression.sampler_config(steps=50).steps) == ("regression", 1)
+    with pytest.raises(SR3Error, match="sampler 'ddpm' does not sample a regression model"):
+        regression.sampler_config(sampler="ddpm")
+
+
+def test_tiles_and_the_colour_fix_follow_the_sampler_settings():
+    pipe = untrained_pipeline(load_config("tiny", ["sampler.steps=2"]))
+    lr = to_tensor(photo("coffee").resize((40, 24)))[None]
+    whole = pipe.super_resolve(lr, [0], pipe.sampler_config(tile=0))
+    assert torch.equal(whole, pipe.super_resolve(lr, [0]))  # 40 px is within the default 128-px tile
+    tiled = pipe.super_resolve(lr, [0], pipe.sampler_config(tile=16))
+    assert not torch.equal(tiled, whole) and (tiled - whole).abs().mean() < 0.1
+    plain = pipe.super_resolve(lr, [0], pipe.sampler_config(tile=0, colour_fix=False))
+    assert torch.allclose(whole, low_frequency_fix(plain, lr, 4).clamp(-1, 1), atol=1e-5)
+
+
+def test_upscale_resamples_once_and_refuses_mixed_sizes():
+    pipe = untrained_pipeline(load_config("tiny", ["sampler.steps=1"]))
+    img = photo("coffee").resize((16, 12))
+    out = pipe.upscale(img, out_scale=3)
+    sr = pipe.super_resolve(to_tensor(img)[None], [0])[0]
+    expected = np.asarray(to_pil_image(imresize(sr, size=(36, 48))))  # one rounding, after the resampling
+    assert out.size == (48, 36) and np.array_equal(np.asarray(out), expected)
+    with pytest.raises(SR3Error, match="images of one size"):
+        pipe.upscale([img, img.resize((8, 8))])
+    with pytest.raises(SR3Error, match="2 seeds for a batch of 1"):
+        pipe.super_resolve(to_tensor(img)[None], [0, 1])

@@ -16,11 +16,10 @@ from torch import nn
 from sr3.config import NoiseConfig, SamplerConfig
 from sr3.diffusion import Cond, Denoiser
 from sr3.errors import SR3Error
+from sr3.noise import PerSampleNoise, initial_noise
 from sr3.samplers import (
     SAMPLERS,
-    PerSampleNoise,
     get_sampler,
-    initial_noise,
     network_evaluations,
     run_sampler,
 )
@@ -28,6 +27,7 @@ from sr3.schedules import gamma_to_sigma, sampling_sigmas, training_gammas
 
 MU, S = 0.3, 0.5
 NOISE = NoiseConfig()  # SR3's linear schedule, T = 2000: sigma from ~151 down to 1e-3
+DIFFUSION_SAMPLERS = sorted(name for name, s in SAMPLERS.items() if not s.regression)
 
 
 def gaussian_denoiser(x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
@@ -47,7 +47,7 @@ def sample(name: str, steps: int, schedule: str = "karras", eta: float = 0.0, se
     sigmas = grid(steps, schedule)
     noise = PerSampleNoise(seeds)
     x = initial_noise(noise, (len(seeds), 1, size, size), float(sigmas[0])).double()
-    return run_sampler(name, gaussian_denoiser, x, sigmas, Cond(), noise, eta=eta)
+    return run_sampler(SamplerConfig(name=name, eta=eta), gaussian_denoiser, x, sigmas, Cond(), noise)
 
 
 # --- every sampler lands on the data distribution -------------------------------------------------------------
@@ -65,8 +65,8 @@ CASES = [
 ]
 
 
-def test_cases_cover_every_sampler():
-    assert {name for name, *_ in CASES} == set(SAMPLERS)
+def test_cases_cover_every_diffusion_sampler():
+    assert {name for name, *_ in CASES} == set(DIFFUSION_SAMPLERS)
 
 
 @pytest.mark.parametrize("name,eta,steps,tol", CASES, ids=["ddpm", "ddim-eta0", "ddim-eta1", "euler", "heun", "dpmpp_2m"])
@@ -103,7 +103,7 @@ def test_wrapped_eps_network_samples_the_data_distribution():
     sigmas = grid(60)
     noise = PerSampleNoise([7, 8])
     x = initial_noise(noise, (2, 1, 96, 96), float(sigmas[0]))
-    out = run_sampler("dpmpp_2m", Denoiser(GaussianEps(), "eps"), x, sigmas, Cond(), noise)
+    out = run_sampler(SamplerConfig(name="dpmpp_2m"), Denoiser(GaussianEps(), "eps"), x, sigmas, Cond(), noise)
     assert out.dtype == torch.float32
     assert abs(out.mean().item() - MU) < 0.01 and abs(out.std().item() - S) < 0.01
 
@@ -115,7 +115,7 @@ def _ode_error(name: str, steps: int, schedule: str = "karras") -> float:
     """Relative error of the final sample against the exact ODE solution (D is affine, so one x suffices)."""
     sigmas = grid(steps, schedule)
     x_start = torch.full((1, 1, 1, 1), 2.0 * float(sigmas[0]), dtype=torch.float64)
-    out = SAMPLERS[name](gaussian_denoiser, x_start.clone(), sigmas, Cond(), None)
+    out = SAMPLERS[name].fn(gaussian_denoiser, x_start.clone(), sigmas, Cond(), None)
     exact = exact_ode(x_start, float(sigmas[0]), 0.0)
     return ((out - exact) / (exact - MU)).abs().item()
 
@@ -143,9 +143,9 @@ def test_dpmpp_2m_extrapolates_a_denoiser_linear_in_log_sigma_to_the_midpoint():
     for i, (s, s_next) in enumerate(zip(IRREGULAR[:-1].tolist(), IRREGULAR[1:].tolist())):
         at = s if i == 0 else math.sqrt(s * s_next)
         expected = s_next / s * expected + (1 - s_next / s) * (a - b * math.log(at))
-    out = SAMPLERS["dpmpp_2m"](lin, x.clone(), IRREGULAR, Cond(), None)
+    out = SAMPLERS["dpmpp_2m"].fn(lin, x.clone(), IRREGULAR, Cond(), None)
     assert torch.allclose(out, expected, rtol=1e-12)
-    assert not torch.allclose(SAMPLERS["ddim"](lin, x.clone(), IRREGULAR, Cond(), None), expected, rtol=1e-3)
+    assert not torch.allclose(SAMPLERS["ddim"].fn(lin, x.clone(), IRREGULAR, Cond(), None), expected, rtol=1e-3)
 
 
 def test_heun_is_exact_for_a_velocity_linear_in_sigma():
@@ -155,8 +155,8 @@ def test_heun_is_exact_for_a_velocity_linear_in_sigma():
     x = torch.full((1, 1, 1, 1), 1.5, dtype=torch.float64)
     s0, s_end = float(IRREGULAR[0]), float(IRREGULAR[-1])
     exact = x + c * (s_end - s0) + e / 2 * (s_end**2 - s0**2)
-    assert torch.allclose(SAMPLERS["heun"](quad, x.clone(), IRREGULAR, Cond(), None), exact, rtol=1e-12)
-    euler = SAMPLERS["euler"](quad, x.clone(), IRREGULAR, Cond(), None)
+    assert torch.allclose(SAMPLERS["heun"].fn(quad, x.clone(), IRREGULAR, Cond(), None), exact, rtol=1e-12)
+    euler = SAMPLERS["euler"].fn(quad, x.clone(), IRREGULAR, Cond(), None)
     assert (euler - exact).abs().item() > 1  # = e / 2 * sum of squared step sizes
 
 
@@ -164,8 +164,8 @@ def test_ddim_eta0_is_euler_in_sigma():
     # DDIM's deterministic update x0 + (s'/s)(x - x0) is exactly an Euler step of dx/dsigma = (x - D) / sigma
     sigmas = grid(12)
     x = initial_noise(PerSampleNoise([0]), (1, 1, 8, 8), float(sigmas[0])).double()
-    a = SAMPLERS["ddim"](gaussian_denoiser, x, sigmas, Cond(), None, eta=0.0)
-    b = SAMPLERS["euler"](gaussian_denoiser, x, sigmas, Cond(), None)
+    a = SAMPLERS["ddim"].fn(gaussian_denoiser, x, sigmas, Cond(), None, eta=0.0)
+    b = SAMPLERS["euler"].fn(gaussian_denoiser, x, sigmas, Cond(), None)
     assert torch.allclose(a, b, rtol=1e-12, atol=1e-12)
 
 
@@ -182,7 +182,7 @@ def test_deterministic_samplers_match_the_exact_solution_sample_by_sample():
     x = initial_noise(PerSampleNoise([11, 12]), (2, 1, 32, 32), float(sigmas[0])).double()
     exact = exact_ode(x, float(sigmas[0]), 0.0)
     for name in ("heun", "dpmpp_2m"):
-        out = SAMPLERS[name](gaussian_denoiser, x.clone(), sigmas, Cond(), None)
+        out = SAMPLERS[name].fn(gaussian_denoiser, x.clone(), sigmas, Cond(), None)
         assert ((out - exact).abs() / (exact - MU).abs().clamp(min=0.05)).max() < 2e-3
 
 
@@ -216,14 +216,14 @@ def test_ddpm_step_is_the_posterior_of_sr3(t, t_prev):
     var = (1 - g_prev) / (1 - g) * beta  # beta_tilde
 
     # noise is any callable giving z shaped like x: zeros give the mean, ones the standard deviation
-    y_mean = math.sqrt(g_prev) * SAMPLERS["ddpm"](_vp_denoiser, x.clone(), sigmas, Cond(), torch.zeros_like)
-    y_one = math.sqrt(g_prev) * SAMPLERS["ddpm"](_vp_denoiser, x.clone(), sigmas, Cond(), torch.ones_like)
+    y_mean = math.sqrt(g_prev) * SAMPLERS["ddpm"].fn(_vp_denoiser, x.clone(), sigmas, Cond(), torch.zeros_like)
+    y_one = math.sqrt(g_prev) * SAMPLERS["ddpm"].fn(_vp_denoiser, x.clone(), sigmas, Cond(), torch.ones_like)
     assert torch.allclose(y_mean, mean, rtol=1e-9, atol=1e-12)
     assert torch.allclose(y_one - y_mean, torch.full_like(y_mean, math.sqrt(var)), rtol=1e-9)
 
     # and with real noise, the spread around the mean has variance beta_tilde (36,864 draws: +-0.7%)
     tiles = (1, 1, 64, 64)
-    draws = math.sqrt(g_prev) * SAMPLERS["ddpm"](_vp_denoiser, x.repeat(tiles), sigmas, Cond(), PerSampleNoise([0]))
+    draws = math.sqrt(g_prev) * SAMPLERS["ddpm"].fn(_vp_denoiser, x.repeat(tiles), sigmas, Cond(), PerSampleNoise([0]))
     spread = draws - mean.repeat(tiles)
     assert spread.var().item() == pytest.approx(var, rel=0.03)
     assert abs(spread.mean().item()) < 4 * math.sqrt(var / spread.numel())
@@ -232,7 +232,7 @@ def test_ddpm_step_is_the_posterior_of_sr3(t, t_prev):
 def test_ddim_eta_interpolates_the_noise():
     sigmas = torch.tensor([2.0, 1.0], dtype=torch.float64)
     x = torch.ones(1, 1, 1, 1, dtype=torch.float64)
-    ddim = lambda noise, eta: SAMPLERS["ddim"](_vp_denoiser, x, sigmas, Cond(), noise, eta=eta).item()  # noqa: E731
+    ddim = lambda noise, eta: SAMPLERS["ddim"].fn(_vp_denoiser, x, sigmas, Cond(), noise, eta=eta).item()  # noqa: E731
     spread = [ddim(torch.ones_like, eta) - ddim(torch.zeros_like, eta) for eta in (0.0, 0.5, 1.0)]
     # sigma_up = eta * s' sqrt(s^2 - s'^2) / s = eta * sqrt(3) / 2
     assert spread == pytest.approx([0.0, math.sqrt(3) / 4, math.sqrt(3) / 2], rel=1e-12)
@@ -249,7 +249,7 @@ def test_grid_not_ending_in_zero_returns_the_noisy_sample():
     noise = PerSampleNoise([0, 1])
     x = initial_noise(noise, (2, 1, 128, 128), float(cut[0])).double()
     for name in ("euler", "dpmpp_2m", "ddpm"):
-        out = run_sampler(name, gaussian_denoiser, x.clone(), cut, Cond(), PerSampleNoise([0, 1]))
+        out = run_sampler(SamplerConfig(name=name), gaussian_denoiser, x.clone(), cut, Cond(), PerSampleNoise([0, 1]))
         # x ~ N(mu, s^2 + sigma^2) (std 0.73), not N(mu, s^2); ancestral steps lose a little variance
         assert abs(out.std().item() - math.sqrt(S**2 + end**2)) < (0.03 if name == "ddpm" else 0.015)
         if name != "ddpm":
@@ -264,7 +264,7 @@ def test_one_step_truncated_heun_evaluates_at_both_ends():
         calls.append(float(sigma[0]))
         return gaussian_denoiser(x, sigma, cond)
 
-    SAMPLERS["heun"](counting, torch.zeros(1, 1, 2, 2), torch.tensor([3.0, 1.0]), Cond(), None)
+    SAMPLERS["heun"].fn(counting, torch.zeros(1, 1, 2, 2), torch.tensor([3.0, 1.0]), Cond(), None)
     assert calls == [3.0, 1.0]
 
 
@@ -275,7 +275,7 @@ def _ddpm_sample(seeds, steps: int = 8) -> torch.Tensor:
     sigmas = grid(steps)
     noise = PerSampleNoise(seeds)
     x = initial_noise(noise, (len(seeds), 2, 6, 6), float(sigmas[0]))
-    return run_sampler("ddpm", gaussian_denoiser, x, sigmas, Cond(), noise)
+    return run_sampler(SamplerConfig(name="ddpm"), gaussian_denoiser, x, sigmas, Cond(), noise)
 
 
 def test_same_seeds_same_samples():
@@ -323,15 +323,15 @@ def test_unknown_sampler_lists_the_names():
         assert name in str(err.value)
     assert "nope" in str(err.value)
     with pytest.raises(SR3Error):
-        run_sampler("nope", gaussian_denoiser, torch.zeros(1, 1, 1, 1), grid(2), Cond(), None)
+        run_sampler(SamplerConfig(name="nope"), gaussian_denoiser, torch.zeros(1, 1, 1, 1), grid(2), Cond(), None)
 
 
-def test_get_sampler_returns_the_registered_function():
-    for name, fn in SAMPLERS.items():
-        assert get_sampler(name) is fn
+def test_get_sampler_returns_the_registered_entry():
+    for name, entry in SAMPLERS.items():
+        assert get_sampler(name) is entry
 
 
-@pytest.mark.parametrize("name", sorted(SAMPLERS))
+@pytest.mark.parametrize("name", DIFFUSION_SAMPLERS)
 def test_network_evaluations_match_the_calls_made(name):
     calls, steps_seen = [], []
 
@@ -341,9 +341,24 @@ def test_network_evaluations_match_the_calls_made(name):
 
     sigmas = grid(10)
     x = torch.zeros(1, 1, 2, 2)
-    run_sampler(name, counting, x, sigmas, Cond(), PerSampleNoise([0]), callback=steps_seen.append)
+    run_sampler(SamplerConfig(name=name), counting, x, sigmas, Cond(), PerSampleNoise([0]), callback=steps_seen.append)
     assert len(calls) == network_evaluations(name, 10)
     assert steps_seen == list(range(10))  # one callback per grid interval
+
+
+def test_regression_is_one_evaluation_of_the_condition_alone():
+    seen = []
+
+    def recording(x, sigma, cond):
+        seen.append((x.clone(), sigma.clone()))
+        return x + 0.5
+
+    x = torch.randn(2, 1, 4, 4)
+    steps = []
+    out = run_sampler(SamplerConfig(name="regression"), recording, x, grid(10), Cond(), None, callback=steps.append)
+    assert len(seen) == 1 and steps == [0] and network_evaluations("regression", 10) == 1
+    assert torch.equal(seen[0][0], torch.zeros_like(x)) and torch.isinf(seen[0][1]).all()  # no noisy image
+    assert torch.equal(out, torch.full_like(x, 0.5))
 
 
 def test_network_evaluations_of_heun():
@@ -361,7 +376,7 @@ def _run_with(name, eta):
     sigmas = grid(6)
     noise = PerSampleNoise([3])
     x = initial_noise(noise, (1, 1, 4, 4), float(sigmas[0]))
-    return run_sampler(name, gaussian_denoiser, x, sigmas, Cond(), noise, eta=eta)
+    return run_sampler(SamplerConfig(name=name, eta=eta), gaussian_denoiser, x, sigmas, Cond(), noise)
 
 
 def test_sampler_grid_starts_where_training_noise_ends():
@@ -403,7 +418,7 @@ def test_truncated_generation_returns_the_forward_process_at_the_level():
 def test_nfe_to_steps_and_sampler_specs():
     from sr3.samplers import parse_sampler_spec, steps_for_nfe
 
-    for name in SAMPLERS:
+    for name in DIFFUSION_SAMPLERS:
         for nfe in (1, 3, 7):
             assert network_evaluations(name, steps_for_nfe(name, nfe)) == nfe
     assert network_evaluations("heun", steps_for_nfe("heun", 4)) != 4  # Heun cannot spend an even count

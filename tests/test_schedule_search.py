@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from sr3.checkpoint import load_unet, save_checkpoint
+from sr3.checkpoint import load_network, save_checkpoint
 from sr3.cli.main import main
 from sr3.config import load_config
 from sr3.evaluate import evaluation_pairs
@@ -30,8 +30,8 @@ def test_candidates_are_distinct_descending_grids_in_the_training_range(pipe):
 
 def test_score_prefers_matching_the_reference():
     ref = {"psnr_y": 25.0, "consistency": 1e-4}
-    close = Candidate(7, 1, 0.1, [1.0], psnr_y=24.95, consistency=1.05e-4)
-    smooth = Candidate(7, 1, 0.1, [1.0], psnr_y=27.0, consistency=1e-5)
+    close = Candidate(7, 1, 0.1, [1.0], {"psnr_y": 24.95, "consistency": 1.05e-4})
+    smooth = Candidate(7, 1, 0.1, [1.0], {"psnr_y": 27.0, "consistency": 1e-5})
     assert score(close, ref) > score(smooth, ref)
     assert score(smooth, None) == 27.0
 
@@ -42,7 +42,7 @@ def test_search_ranks_and_the_result_becomes_the_default(pipe, tmp_path):
     photo("coffee").resize((32, 32)).save(hr / "a.png")
     pairs = evaluation_pairs(hr, None, 4)
     ranked = search(pipe, pairs, "euler", 2)
-    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:])) and not math.isnan(ranked[0].psnr_y)
+    assert all(a.score >= b.score for a, b in zip(ranked, ranked[1:])) and not math.isnan(ranked[0].scores["psnr_y"])
     overrides = sampler_overrides("euler", ranked[0])
     assert overrides[:2] == ["sampler.name=euler", "sampler.steps=2"]
 
@@ -52,6 +52,6 @@ def test_search_ranks_and_the_result_becomes_the_default(pipe, tmp_path):
     out = tmp_path / "tuned.safetensors"
     assert main(["schedule", "--model", str(tmp_path / "run"), "--hr", str(hr), "--nfe", "2", "--output", str(out),
                  "--quiet"]) == 0
-    _, tuned = load_unet(out)
+    _, tuned = load_network(out)
     assert tuned.sampler.name == "euler" and len(tuned.sampler.sigmas) == 2
     assert main(["schedule", "--model", str(tmp_path / "run"), "--hr", str(hr), "--sampler", "heun", "--nfe", "2"]) == 2

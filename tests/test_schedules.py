@@ -7,6 +7,7 @@ import torch
 
 from sr3.config import NoiseConfig, SamplerConfig
 from sr3.errors import SR3Error
+from sr3.noise import PerSampleNoise
 from sr3.schedules import (
     cosine_gammas,
     gamma_to_sigma,
@@ -88,8 +89,8 @@ def test_sigma_is_the_variance_exploding_noise_level():
 
 def test_sample_sqrt_gamma_is_uniform_over_steps_and_within_each_interval():
     gammas = torch.tensor([0.9, 0.6, 0.3, 0.1], dtype=torch.float64)
-    n = 40_000
-    draws = sample_sqrt_gamma(gammas, n, torch.Generator().manual_seed(0))
+    n = 10_000
+    draws = sample_sqrt_gamma(gammas, PerSampleNoise(range(n)))
     assert draws.shape == (n,) and draws.dtype == torch.float64
     edges = torch.cat([torch.ones(1, dtype=torch.float64), gammas.sqrt()])  # sqrt(gamma_0..gamma_T), descending
     assert draws.min() >= edges[-1] and draws.max() <= 1.0
@@ -101,15 +102,15 @@ def test_sample_sqrt_gamma_is_uniform_over_steps_and_within_each_interval():
         counts.append(len(inside))
         positions.append(((inside - lo) / (hi - lo)).mean().item())
     assert sum(counts) == n  # every draw falls in some interval [sqrt(gamma_t), sqrt(gamma_{t-1})]
-    for c in counts:  # t ~ U{1..4}: 10,000 +- 87 each
-        assert abs(c - n / 4) < 450
-    for p in positions:  # uniform within the interval: mean position 0.5 +- 0.003
-        assert abs(p - 0.5) < 0.015
+    for c in counts:  # t ~ U{1..4}: 2,500 +- 43 each
+        assert abs(c - n / 4) < 200
+    for p in positions:  # uniform within the interval: mean position 0.5 +- 0.006
+        assert abs(p - 0.5) < 0.025
 
 
 def test_sample_sqrt_gamma_on_the_training_schedule():
     gammas = linear_gammas(2000, 1e-6, 1e-2)
-    draws = sample_sqrt_gamma(gammas, 10_000, torch.Generator().manual_seed(1))
+    draws = sample_sqrt_gamma(gammas, PerSampleNoise(range(10_000, 20_000)))
     assert draws.min() >= gammas[-1].sqrt() and draws.max() <= 1
     # t uniform: the fraction of draws below sqrt(gamma_1000) is the fraction of t > 1000, i.e. 1/2
     assert abs((draws < gammas[999].sqrt()).double().mean().item() - 0.5) < 0.02
@@ -117,10 +118,11 @@ def test_sample_sqrt_gamma_on_the_training_schedule():
 
 def test_sample_sqrt_gamma_is_seeded():
     gammas = linear_gammas(100, 1e-4, 2e-2)
-    a = sample_sqrt_gamma(gammas, 64, torch.Generator().manual_seed(3))
-    b = sample_sqrt_gamma(gammas, 64, torch.Generator().manual_seed(3))
-    c = sample_sqrt_gamma(gammas, 64, torch.Generator().manual_seed(4))
+    a = sample_sqrt_gamma(gammas, PerSampleNoise(range(64)))
+    b = sample_sqrt_gamma(gammas, PerSampleNoise(range(64)))
+    c = sample_sqrt_gamma(gammas, PerSampleNoise(range(1, 65)))
     assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(a[1:], c[:-1])  # one generator per sample: a draw depends on its own seed only
 
 
 # --- sampling grids -------------------------------------------------------------------------------------------

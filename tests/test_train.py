@@ -32,9 +32,19 @@ def test_resume_equals_uninterrupted_training(tmp_path, photo_dir, tiny_config):
     assert [r["step"] for r in records if "loss" in r] == [2, 4, 6]
 
 
-def test_gradient_accumulation_trains(tmp_path, photo_dir, tiny_config):
-    cfg = dataclasses.replace(tiny_config, train=dataclasses.replace(tiny_config.train, grad_accum=2, batch_size=2))
-    assert Trainer(cfg, photo_dir, tmp_path / "run").fit(2, progress=False).name == "step-0000002"
+def test_accumulated_small_batches_equal_one_large_batch(tmp_path, photo_dir, tiny_config):
+    """Every sample draws its noise from its own generator, so 2 x 2 accumulated equals 4 at once (to rounding)."""
+    def run(name, batch, accum):
+        train = dataclasses.replace(tiny_config.train, batch_size=batch, grad_accum=accum, lr=1e-3, warmup_steps=0)
+        Trainer(dataclasses.replace(tiny_config, train=train), photo_dir, tmp_path / name).fit(3, progress=False)
+        return _weights(tmp_path / name)[0]
+
+    large, small = run("large", 4, 1), run("small", 2, 2)
+    weights = [k for k in large if k.startswith("model.")]
+    moved = max((large[k] - small[k]).abs().max().item() for k in weights)
+    assert moved < 2e-5, f"accumulated training differs by {moved}"  # float rounding, amplified by Adam
+    other = run("other", 2, 1)  # half the batch: really different, so the check above can fail
+    assert max((large[k] - other[k]).abs().max().item() for k in weights) > 1e-3
 
 
 def test_refuses_to_overwrite_or_resume_a_different_model(tmp_path, photo_dir, tiny_config):
@@ -58,6 +68,7 @@ def test_run_dir_holds_config_logs_grids_and_checkpoints(tmp_path, photo_dir, ti
     assert list((run / "tensorboard").rglob("events.out.tfevents*"))
 
 
+@pytest.mark.slow
 def test_training_beats_its_untrained_self(tmp_path, photo_dir):
     cfg = load_config("tiny", ["train.log_every=50", "train.val_every=100000", "train.checkpoint_every=100000",
                                "train.lr=1e-3", "train.ema_decay=0.9"])
@@ -95,6 +106,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_process_accelerate_run_keeps_ranks_identical(tmp_path, photo_dir):
     script = tmp_path / "probe.py"
     script.write_text(PROBE)
@@ -137,3 +149,33 @@ def test_optimizer_is_fused_adamw_matching_the_reference_update(tiny_config):
         plain.step()
     assert all(torch.allclose(p, q, atol=1e-6) for p, q in zip(params, twins))
     assert all(not torch.allclose(p, s) for p, s in zip(params, start)), "the steps did not move the parameters"
+
+
+def test_validation_reports_what_sr3_eval_reports(tmp_path, photo_dir, tiny_config):
+    from sr3.evaluate import EvalPair, evaluate
+    from sr3.train.validate import sample_metrics
+
+    trainer = Trainer(tiny_config, photo_dir, tmp_path / "run")
+    trainer.fit(2, progress=False)
+    pipe, val = trainer.ema_pipeline(), trainer.val
+    logged, _ = sample_metrics(pipe, val, steps=3)
+    pairs = [EvalPair(str(i), hr, lr) for i, (hr, lr) in enumerate(zip(val.hr, val.lr))]
+    evaluated = evaluate(pipe, pairs, pipe.sampler_config(steps=3))  # the model's own colour fix and tile, as logged
+    assert logged.keys() == {k for k in evaluated if k in logged} and len(logged) == 5
+    for name, value in logged.items():
+        assert value == pytest.approx(evaluated[name], rel=1e-9), name
+
+
+def test_a_new_metric_is_one_table_entry(monkeypatch, tmp_path, photo_dir):
+    from sr3.cli.eval import format_table
+    from sr3.evaluate import evaluation_pairs, evaluate
+    from sr3.metrics import scores
+
+    from conftest import untrained_pipeline
+
+    entry = scores.Metric(lambda s: float(s.sr.mean()), "mean", ".3f", True)
+    monkeypatch.setitem(scores.SR_METRICS, "mean", entry)
+    pipe = untrained_pipeline(load_config("tiny", ["sampler.steps=1"]))
+    result = evaluate(pipe, evaluation_pairs(photo_dir, None, 4, limit=1))
+    assert "mean" in result and "mean" in result["bicubic"] and "mean" in result["per_image"][0]
+    assert "mean" in format_table(result).splitlines()[0]

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sr3.config import UNetConfig, load_config
+from sr3.config import ModelConfig, load_config
 from sr3.models.layers import chunked_attention, sinusoidal_embedding
 from sr3.models.unet import UNet
 
-TINY = UNetConfig(
+TINY = ModelConfig(
     image_size=32,
     in_channels=6,
     base_channels=16,

@@ -11,6 +11,7 @@ A cascade is a YAML file naming its stages; each stage is a model trained on its
 Model paths are relative to the cascade file. `aug_level` s is the conditioning augmentation applied at
 sampling time (a fraction of T): non-truncated, the stage below finishes and its output is noised to s;
 truncated, the stage below (a base model) stops its reverse process at s and hands over z_s as it is.
+`colour_fix` (true or false; unset: the model's own) pins a stage's colours to the image below it.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from pathlib import Path
 import torch
 import yaml
 
-from sr3.config import from_dict, to_dict
+from sr3.conditioning import check_aug_level
+from sr3.config import SamplerConfig, from_dict, to_dict
 from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline
@@ -40,6 +42,7 @@ class StageConfig:
     guidance: float = 0.0
     aug_level: float = 0.0
     truncate: bool = False
+    colour_fix: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -106,9 +109,10 @@ class Cascade:
         """Network evaluations per image over the stages from `first` on (progress totals)."""
         return sum(self.stage_sampler(i).steps for i in range(first, len(self.pipelines)))
 
-    def stage_sampler(self, index: int):
+    def stage_sampler(self, index: int) -> SamplerConfig:
+        """The sampler settings of stage `index`: its model's, with the stage's overrides."""
         stage, pipe = self.cfg.stages[index], self.pipelines[index]
-        return pipe.sampler_config(stage.steps or None, stage.sampler or None)
+        return pipe.sampler_config(stage.steps or None, stage.sampler or None, colour_fix=stage.colour_fix)
 
     @torch.inference_mode()
     def sample(
@@ -179,8 +183,7 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
             raise SR3Error(f"stage {k} was trained on other classes than the base model")
         if stage.aug_level and not m.augment_embedding:
             raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
-        if not 0 <= stage.aug_level < 1:
-            raise SR3Error(f"stage {k}: aug_level must be in [0, 1); got {stage.aug_level}")
+        check_aug_level(stage.aug_level, f"stage {k}: aug_level")
         if stage.truncate and (k != 1 or stage.aug_level <= 0):
             raise SR3Error(f"stage {k}: truncate needs aug_level > 0 and a base model right below (stage 1 only)")
 

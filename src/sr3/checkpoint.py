@@ -19,9 +19,9 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
-from sr3.config import Config, apply_overrides, check_bounds, from_dict, to_dict
+from sr3.config import Config, config_from_dict, to_dict
 from sr3.errors import SR3Error
-from sr3.models.unet import UNet
+from sr3.models import build_network
 
 EMA_FILE, STATE_FILE, STATE_JSON = "ema.safetensors", "train_state.safetensors", "train_state.json"
 PREFIX = "step-"
@@ -114,17 +114,17 @@ def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], int
         raise SR3Error(f"cannot read model weights {file}: {exc}") from None
     if "config" not in meta:
         raise SR3Error(f"{file} has no sr3 config in its metadata")
-    return from_dict(Config, json.loads(meta["config"])), weights, int(meta.get("step", 0))
+    return config_from_dict(json.loads(meta["config"])), weights, int(meta.get("step", 0))
 
 
-def load_unet(path: str | Path) -> tuple[UNet, Config]:
-    """A U-Net in eval mode with the EMA weights of a run, checkpoint or weights file, and its config."""
+def load_network(path: str | Path) -> tuple[torch.nn.Module, Config]:
+    """The network in eval mode with the EMA weights of a run, checkpoint or weights file, and its config."""
     cfg, weights, _ = read_weights(path)
-    net = UNet(cfg.model)
+    net = build_network(cfg.model)
     try:
         net.load_state_dict({k: v.float() for k, v in weights.items()})
     except RuntimeError:
-        raise SR3Error(f"{resolve_weights(path)} does not hold the EMA weights of its config's U-Net") from None
+        raise SR3Error(f"{resolve_weights(path)} does not hold the EMA weights of its config's network") from None
     return net.eval(), cfg
 
 
@@ -138,7 +138,7 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True, override
     if bad:
         raise SR3Error(f"an export may only change the sampler settings; got {', '.join(bad)}")
     cfg, weights, step = read_weights(src)
-    cfg = check_bounds(from_dict(Config, apply_overrides(to_dict(cfg), list(overrides))))
+    cfg = config_from_dict(to_dict(cfg), list(overrides))
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise SR3Error(f"export to a .safetensors file; got {dst}")

@@ -4,7 +4,10 @@ SR3 (Saharia et al. 2021): the LR image is upsampled bicubically and concatenate
 CDM (Ho et al. 2021, Sec. 4.1): during training the conditioning image is corrupted, with Gaussian
 noise by the forward process at a random level s that the network is told (low-resolution stages), or
 with a random Gaussian blur (high-resolution stages), so the stage tolerates the artefacts of the
-stage below it. The augmentation level s is a fraction of the training schedule: s = t / T.
+stage below it. The augmentation level s is a fraction of the training schedule: s = t / T, in [0, 1).
+
+One constructor builds the condition at training time and one at sampling time; both noise the LR
+image at low resolution, then upsample it.
 """
 
 from __future__ import annotations
@@ -13,13 +16,22 @@ import torch
 
 from sr3.config import AugmentConfig, Config
 from sr3.diffusion import Cond
+from sr3.errors import SR3Error
 from sr3.imaging import gaussian_blur, imresize
-from sr3.schedules import level_gamma
+from sr3.noise import PerSampleNoise
+from sr3.schedules import level_gamma, training_gammas
 
 
 def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
     """SR3's condition: the LR image upsampled to the target size by (MATLAB-compatible) bicubic."""
     return imresize(lr, scale=scale)
+
+
+def check_aug_level(level: float, where: str = "aug_level") -> float:
+    """An augmentation level in [0, 1): 1 would be pure noise, nothing left to condition on."""
+    if not 0 <= level < 1:
+        raise SR3Error(f"{where} must be in [0, 1); got {level}")
+    return level
 
 
 def noise_augment(image: torch.Tensor, level: torch.Tensor, gammas: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
@@ -28,36 +40,52 @@ def noise_augment(image: torch.Tensor, level: torch.Tensor, gammas: torch.Tensor
     return g.sqrt() * image + (1 - g).sqrt() * noise
 
 
-def blur_augment(lr: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator) -> torch.Tensor:
+def blur_augment(lr: torch.Tensor, cfg: AugmentConfig, rng: PerSampleNoise) -> torch.Tensor:
     """CDM's blur augmentation: with probability `blur_prob` a sample is blurred with sigma ~ U(blur_sigma)."""
-    b = lr.shape[0]
-    chosen = torch.rand(b, generator=generator) < cfg.blur_prob
+    chosen = rng.rand() < cfg.blur_prob
     lo, hi = cfg.blur_sigma
-    sigma = (lo + (hi - lo) * torch.rand(b, generator=generator)) * chosen
+    sigma = (lo + (hi - lo) * rng.rand()) * chosen
     return gaussian_blur(lr, sigma.to(lr.device), cfg.blur_kernel)
 
 
-def training_condition(
-    lr: torch.Tensor, scale: int, cfg: AugmentConfig, gammas: torch.Tensor, generator: torch.Generator
-) -> Cond:
+def training_condition(lr: torch.Tensor, scale: int, cfg: AugmentConfig, gammas: torch.Tensor, rng: PerSampleNoise) -> Cond:
     """The condition of a training batch: blur and noise (if enabled) at low resolution, then upsample."""
     if cfg.blur_prob > 0:
-        lr = blur_augment(lr, cfg, generator)
+        lr = blur_augment(lr, cfg, rng)
     if cfg.noise_max <= 0:
         return Cond(image=upsample(lr, scale))
-    level = cfg.noise_max * torch.rand(lr.shape[0], generator=generator, dtype=torch.float64)
-    eps = torch.randn(lr.shape, generator=generator).to(lr.device)
+    level = cfg.noise_max * rng.rand(torch.float64)
+    eps = rng.randn(lr.shape[1:]).to(lr.device)
     noised = upsample(noise_augment(lr, level, gammas, eps), scale)
     return Cond(image=noised, aug_level=level.float().to(lr.device))
 
 
-def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, generator: torch.Generator) -> Cond:
+def sampling_condition(
+    lr: torch.Tensor, cfg: Config, aug_level: float = 0.0, noise: PerSampleNoise | None = None, lr_noised: bool = False
+) -> Cond:
+    """The condition an SR stage samples with: the upsampled LR, noised at low resolution to `aug_level` first
+    for augmentation-aware models (`noise` draws it). `lr_noised`: the LR is already at that level (the
+    truncated output of a base model), so it is only told the level."""
+    check_aug_level(aug_level)
+    if aug_level == 0:
+        return Cond(image=upsample(lr, cfg.data.scale))
+    if not cfg.model.augment_embedding:
+        raise SR3Error("this model was not trained with conditioning augmentation; aug_level must be 0")
+    level = torch.full((lr.shape[0],), aug_level, dtype=torch.float64)
+    if not lr_noised:
+        if noise is None:
+            raise SR3Error("noising the condition to aug_level > 0 needs a noise source")
+        lr = noise_augment(lr, level, training_gammas(cfg.noise), noise(lr))
+    return Cond(image=upsample(lr, cfg.data.scale), aug_level=level.float().to(lr.device))
+
+
+def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, rng: PerSampleNoise) -> Cond:
     """The condition of a training batch: LR image (SR stages), class labels with CFG label dropout (if any)."""
     lr = batch["lr"]
-    cond = training_condition(lr, cfg.data.scale, cfg.augment, gammas, generator) if cfg.model.is_sr else Cond()
+    cond = training_condition(lr, cfg.data.scale, cfg.augment, gammas, rng) if cfg.model.is_sr else Cond()
     labels = batch.get("label")
     if labels is not None and cfg.train.label_dropout > 0:
-        drop = torch.rand(labels.shape[0], generator=generator) < cfg.train.label_dropout
+        drop = rng.rand() < cfg.train.label_dropout
         labels = torch.where(drop.to(labels.device), cfg.model.num_classes, labels)  # the "no class" row
     cond.labels = labels
     return cond

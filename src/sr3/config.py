@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from dataclasses import dataclass, field
 from importlib import resources
@@ -20,14 +21,23 @@ import yaml
 from sr3.errors import SR3Error
 
 
-@dataclass(frozen=True)
-class UNetConfig:
-    """The SR3/BigGAN-style U-Net. `in_channels` counts the noisy image plus any concatenated condition.
+# The one vocabulary of numeric precision, for sampling (`--precision`) and training (`train.precision`);
+# what each name means to torch and Accelerate is `sr3.device`'s table.
+Precision = Literal["fp32", "bf16", "fp16"]
+PRECISIONS: tuple[str, ...] = typing.get_args(Precision)
 
-    `attn_resolutions` are feature-map sizes at the training resolution `image_size`; the network
-    itself is fully convolutional and runs at any multiple of 2^(len(channel_mults) - 1).
+MIN_TILE = 8  # input pixels: a smaller tile holds too little context for the network's receptive field
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The network: `arch` names it in `sr3.models.NETWORKS`; the other keys size it (the SR3/BigGAN U-Net's).
+
+    `in_channels` counts the noisy image plus any concatenated condition. `attn_resolutions` are
+    feature-map sizes at the training resolution `image_size`; the network itself is fully convolutional.
     """
 
+    arch: str = "unet"
     image_size: int = 128
     in_channels: int = 6
     out_channels: int = 3
@@ -76,9 +86,12 @@ class SamplerConfig:
     schedule: Literal["spaced", "karras"] = "karras"
     eta: float = 0.0
     sigmas: list[float] = field(default_factory=list)
-    # LR pixels per tile (0: whole images). GroupNorm statistics depend on the image size, so a model
-    # trained on small crops samples better in tiles near its crop size than on a whole large image.
-    tile: int = 0
+    # LR pixels per tile (0: whole images): larger inputs are denoised as overlapping tiles, so memory stays
+    # bounded. GroupNorm statistics depend on the image size, so a model trained on small crops may also
+    # sample better in tiles near its crop size than on a whole large image.
+    tile: int = 128
+    # pin the output's low frequencies (its colours) to the LR input (`sr3.pipeline.low_frequency_fix`)
+    colour_fix: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +115,7 @@ class DataConfig:
     """
 
     mode: Literal["crops", "faces", "classes"] = "crops"
+    degradation: str = "bicubic"  # how HR becomes LR: a name in `sr3.data.degradations.DEGRADATIONS`
     scale: int = 4
     hr_size: int = 64
     channels: Literal[3] = 3
@@ -121,7 +135,7 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    precision: Precision = "fp32"  # mixed-precision training (bf16, fp16) or none
     seed: int = 0
     num_workers: int = 0
     cache_images: bool = False  # keep decoded training images in memory (per loader worker): no decode per crop
@@ -138,7 +152,7 @@ class TrainConfig:
 class Config:
     """Everything a run needs; the unit of what a checkpoint records."""
 
-    model: UNetConfig = field(default_factory=UNetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -159,7 +173,6 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("noise", "beta_end"): (1e-12, 0.999),
     ("sampler", "steps"): (1, math.inf),
     ("sampler", "eta"): (0, 1),
-    ("sampler", "tile"): (0, math.inf),
     ("augment", "noise_max"): (0, 1),
     ("augment", "blur_prob"): (0, 1),
     ("augment", "blur_kernel"): (1, 31),
@@ -184,12 +197,19 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
 }
 
 
+def check_tile(tile: int | None, what: str = "tile") -> None:
+    """Refuse a tile that is neither 0 (whole images) nor at least MIN_TILE input pixels; None means the model's."""
+    if tile is not None and tile != 0 and tile < MIN_TILE:
+        raise SR3Error(f"{what} must be 0 (whole images) or at least {MIN_TILE} input pixels; got {tile}")
+
+
 def check_bounds(cfg: Config) -> Config:
     """Raise SR3Error for any value out of its range (zero steps, negative rates, empty lists...)."""
     for (section, key), (low, high) in BOUNDS.items():
         value = getattr(getattr(cfg, section), key)
         if not low <= value <= high:
             raise SR3Error(f"config key '{section}.{key}' must be in [{low}, {high}]; got {value}")
+    check_tile(cfg.sampler.tile, "config key 'sampler.tile'")
     m = cfg.model
     if not m.channel_mults or min(m.channel_mults) < 1:
         raise SR3Error(f"model.channel_mults must be a non-empty list of positive ints; got {m.channel_mults}")
@@ -228,6 +248,9 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
     if dataclasses.is_dataclass(hint):
         return from_dict(hint, value, path)
     origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint):
+        (inner,) = [a for a in typing.get_args(hint) if a is not type(None)]
+        return None if value is None else _coerce(inner, value, path)
     if origin is Literal:
         options = typing.get_args(hint)
         if value not in options:
@@ -290,6 +313,23 @@ def read_config_file(path_or_preset: str) -> dict[str, Any]:
     return data
 
 
+def upgrade(data: dict[str, Any]) -> dict[str, Any]:
+    """A config dict of an older sr3 in today's keys: `train.mixed_precision` (no | bf16 | fp16) became
+    `train.precision` (fp32 | bf16 | fp16). Checkpoints keep loading; new keys take their defaults."""
+    train = data.get("train")
+    if isinstance(train, dict) and "mixed_precision" in train:
+        train = dict(train)
+        old = train.pop("mixed_precision")
+        train.setdefault("precision", "fp32" if old == "no" else old)
+        data = {**data, "train": train}
+    return data
+
+
+def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:
+    """A checked `Config` from a nested dict (a file, a checkpoint's metadata), with `key=value` overrides."""
+    return check_bounds(from_dict(Config, apply_overrides(upgrade(data), list(overrides))))
+
+
 def load_config(path_or_preset: str, overrides: list[str] = ()) -> Config:
     """The `Config` of a file or preset, with overrides applied and every key checked."""
-    return check_bounds(from_dict(Config, apply_overrides(read_config_file(path_or_preset), list(overrides))))
+    return config_from_dict(read_config_file(path_or_preset), overrides)

@@ -7,13 +7,14 @@ conversions between the two, and between the eps / x0 / v targets, live here and
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from sr3.config import NoiseConfig
+from sr3.device import autocast
+from sr3.noise import PerSampleNoise
 from sr3.schedules import sample_sqrt_gamma
 
 
@@ -45,11 +46,6 @@ def undiffused_image(x: torch.Tensor, cond: Cond, residual: bool) -> torch.Tenso
     return x + cond.image if residual else x
 
 
-def mixed_precision(device_type: str, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """torch.autocast to `dtype` on this device type, or nothing for None (plain float32)."""
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device_type, dtype=dtype)
-
-
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A per-sample [B] tensor shaped to broadcast over images [B, C, H, W]."""
     return v.reshape(-1, *([1] * (x.ndim - 1))).to(x.dtype)
@@ -62,22 +58,21 @@ class Denoiser(nn.Module):
         net: called as net(y_and_condition, sqrt_gamma, labels=..., aug_level=...).
         parameterization: what the network predicts ("eps" as in SR3, "x0" or "v").
         clip: clamp x0_hat to the data range [-1, 1] (for sampling).
-        autocast: run the network under torch.autocast at this dtype (e.g. bfloat16); the sampler's
-            arithmetic and x0_hat stay in x's dtype.
+        precision: run the network under autocast at this precision (`sr3.device`, e.g. "bf16"); the
+            sampler's arithmetic and x0_hat stay in x's dtype.
     """
 
-    def __init__(self, net: nn.Module, parameterization: str = "eps", clip: bool = False,
-                 autocast: torch.dtype | None = None):
+    def __init__(self, net: nn.Module, parameterization: str = "eps", clip: bool = False, precision: str = "fp32"):
         super().__init__()
         if parameterization not in ("eps", "x0", "v"):
             raise ValueError(f"unknown parameterization {parameterization!r}")
-        self.net, self.parameterization, self.clip, self.autocast = net, parameterization, clip, autocast
+        self.net, self.parameterization, self.clip, self.precision = net, parameterization, clip, precision
 
     def forward(self, x: torch.Tensor, sigma: torch.Tensor, cond: Cond) -> torch.Tensor:
         """x0_hat for variance-exploding x = y_0 + sigma * eps, sigma of shape [B]."""
         sqrt_g = (1 + sigma.float() ** 2).rsqrt()
         y = x * _bcast(sqrt_g, x)
-        with mixed_precision(x.device.type, self.autocast):
+        with autocast(x.device.type, self.precision):
             out = net_output(self.net, y, sqrt_g, cond)
         out = out.to(x.dtype)
         x0 = to_x0(out, y, _bcast(sqrt_g, x), self.parameterization)
@@ -115,16 +110,15 @@ def diffusion_loss(
     cond: Cond,
     gammas: torch.Tensor,
     cfg: NoiseConfig,
-    generator: torch.Generator,
+    rng: PerSampleNoise,
 ) -> torch.Tensor:
     """SR3's objective: E ||f(cond, y_t, gamma) - target||_p with continuous gamma (Saharia et al. Eq. 6).
 
     Algorithm (SR3 Alg. 1): draw sqrt(gamma) continuously between neighbouring steps, noise x0 to
     y = sqrt(gamma) x0 + sqrt(1-gamma) eps, predict the target, take the L1 or L2 distance.
     """
-    b = x0.shape[0]
-    sqrt_g = sample_sqrt_gamma(gammas, b, generator).to(device=x0.device, dtype=torch.float32)
-    eps = torch.randn(x0.shape, generator=generator).to(x0.device)  # CPU draw: identical on every device
+    sqrt_g = sample_sqrt_gamma(gammas, rng).to(device=x0.device, dtype=torch.float32)
+    eps = rng.randn(x0.shape[1:]).to(x0.device)  # one generator per sample (on the CPU: the same on every device)
     g = _bcast(sqrt_g, x0)
     y = g * x0 + (1 - g**2).sqrt() * eps
     out = net_output(net, y, sqrt_g, cond).float()
@@ -143,7 +137,7 @@ def regression_loss(net: nn.Module, x0: torch.Tensor, cond: Cond, cfg: NoiseConf
 
 
 def training_loss(
-    net: nn.Module, x0: torch.Tensor, cond: Cond, gammas: torch.Tensor, cfg: NoiseConfig, generator: torch.Generator
+    net: nn.Module, x0: torch.Tensor, cond: Cond, gammas: torch.Tensor, cfg: NoiseConfig, rng: PerSampleNoise
 ) -> torch.Tensor:
     """The loss a run trains on: `regression_loss` for regression models, `diffusion_loss` otherwise."""
-    return regression_loss(net, x0, cond, cfg) if cfg.regression else diffusion_loss(net, x0, cond, gammas, cfg, generator)
+    return regression_loss(net, x0, cond, cfg) if cfg.regression else diffusion_loss(net, x0, cond, gammas, cfg, rng)

@@ -1,7 +1,7 @@
 """`sr3 eval`: SR metrics over an HR folder as SR papers report them, with bicubic alongside.
 
-PSNR/SSIM on the Y channel with `scale` border pixels cropped (and on RGB), SR3's consistency
-(MSE between the downsampled output and the LR input, images in [0, 1]).
+The metrics are `sr3.metrics.scores.SR_METRICS`; LR images are given, or made from the HR ones by a
+degradation of `sr3.data.degradations` (MATLAB-style bicubic by default), as training makes them.
 """
 
 from __future__ import annotations
@@ -11,19 +11,16 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from sr3.config import SamplerConfig
-from sr3.data.pairs import split_files
+from sr3.data.degradations import degrade, get_degradation
+from sr3.data.pairs import seeded_generator, split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, mod_crop, square_resize, to_pil, to_tensor, to_uint8
-from sr3.metrics.consistency import consistency
-from sr3.metrics.psnr_ssim import psnr, ssim
+from sr3.imaging import imresize, list_images, load_image, mod_crop, square_resize, to_pil, to_tensor
+from sr3.metrics.scores import image_scores, mean_scores
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations
-
-METRICS = ("psnr_y", "ssim_y", "psnr_rgb", "ssim_rgb", "consistency")
 
 
 @dataclass
@@ -40,13 +37,17 @@ def evaluation_pairs(
     size: int | None = None,
     holdout: float = 0.0,
     limit: int | None = None,
+    degradation: str = "bicubic",
+    seed: int = 0,
 ) -> list[EvalPair]:
-    """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by MATLAB bicubic.
+    """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by `degradation`.
 
     `size`: each HR image is centre-cropped square and resized to size x size first (as face models are
     trained). `holdout` > 0: only the images of that held-out split (see `sr3.data.pairs.in_holdout`).
-    `limit`: only the first N images (in sorted order).
+    `limit`: only the first N images (in sorted order). A random degradation draws image i's LR from
+    a generator seeded by (`seed`, i), so the pairs are fixed.
     """
+    get_degradation(degradation)
     pairs = []
     lr_files = {p.stem: p for p in list_images(lr_dir)} if lr_dir else {}
     hr_files = list_images(hr_dir)
@@ -54,7 +55,7 @@ def evaluation_pairs(
         hr_files = split_files(hr_files, holdout, "holdout")
         if not hr_files:
             raise SR3Error(f"no image of {hr_dir} is in the held-out split")
-    for hr_path in hr_files[:limit]:
+    for i, hr_path in enumerate(hr_files[:limit]):
         hr_img = load_image(hr_path)
         if size is not None:
             if lr_dir:
@@ -75,14 +76,19 @@ def evaluation_pairs(
             hr = to_tensor(hr_img.crop((0, 0, w, h)))
         else:
             hr = to_tensor(mod_crop(hr_img, scale))
-            lr = imresize(hr, scale=1 / scale).clamp(-1, 1)
-            lr = to_tensor(to_pil(lr))  # rounded to 8 bits, as if saved to PNG
+            lr = degrade(degradation, hr, scale, seeded_generator(seed, i))
         pairs.append(EvalPair(hr_path.stem, hr, lr))
     return pairs
 
 
 def model_pairs(
-    pipe: SR3Pipeline, model: str, hr_dir: str | Path, lr_dir: str | Path | None, holdout: bool, limit: int | None
+    pipe: SR3Pipeline,
+    model: str,
+    hr_dir: str | Path,
+    lr_dir: str | Path | None,
+    holdout: bool,
+    limit: int | None,
+    degradation: str = "bicubic",
 ) -> list[EvalPair]:
     """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained."""
     data = pipe.cfg.data
@@ -91,20 +97,7 @@ def model_pairs(
     if limit is not None and limit < 1:
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if holdout and data.mode != "crops" else None
-    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit)
-
-
-def image_scores(sr: torch.Tensor, hr: torch.Tensor, lr: torch.Tensor, scale: int) -> dict[str, float]:
-    """The metrics of one output [C, H, W] in [-1, 1] against its HR and LR."""
-    a, b = to_uint8(sr), to_uint8(hr)
-    rounded = to_tensor(to_pil(sr))  # the output as saved: 8-bit
-    return {
-        "psnr_y": psnr(a, b, crop_border=scale, y_channel=True),
-        "ssim_y": ssim(a, b, crop_border=scale, y_channel=True),
-        "psnr_rgb": psnr(a, b, crop_border=scale),
-        "ssim_rgb": ssim(a, b, crop_border=scale),
-        "consistency": consistency(rounded[None], lr[None], scale),
-    }
+    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation)
 
 
 def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int, list[EvalPair]]]:
@@ -119,26 +112,22 @@ def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int,
     return runs
 
 
-def _mean(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {k: float(np.mean([r[k] for r in rows])) for k in METRICS}
-
-
 def evaluate(
     pipe: SR3Pipeline,
     pairs: list[EvalPair],
-    sampler: SamplerConfig,
+    sampler: SamplerConfig | None = None,
     seed: int = 0,
     on_image: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
-    colour_fix: bool = False,
-    tile: int | None = None,
     batch_size: int = 1,
 ) -> dict:
     """Score the model and bicubic on every pair; image i is sampled with seed `seed + i`.
 
+    `sampler`: settings from `pipe.sampler_config` (default: the model's own, colour fix and tile included).
     `batch_size` > 1 samples consecutive pairs of the same size together (faster on a GPU); the noise of
     each image comes from its own seed, so the outputs are those of one-by-one sampling.
     """
+    sampler = sampler or pipe.sampler_config()
     if batch_size < 1:
         raise SR3Error("the evaluation batch size must be at least 1")
     scale = pipe.scale
@@ -149,24 +138,24 @@ def evaluate(
         start = time.perf_counter()
         lr = torch.stack([pair.lr for pair in group])
         seeds = [seed + first + j for j in range(len(group))]
-        sr = pipe.super_resolve(lr, seeds, sampler, progress, tile=tile, colour_fix=colour_fix).cpu()
+        sr = pipe.super_resolve(lr, seeds, sampler, progress).cpu()
         seconds += time.perf_counter() - start
         for pair, out in zip(group, sr):
             model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale)})
             bicubic = imresize(pair.lr, scale=scale).clamp(-1, 1)
             bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale)})
     return {
-        **_mean(model_rows),
+        **mean_scores(model_rows),
         "n_images": len(pairs),
         "scale": scale,
         "sampler": sampler.name,
         "steps": sampler.steps,
-        "regression": pipe.cfg.noise.regression,
-        "nfe": 1 if pipe.cfg.noise.regression else network_evaluations(sampler.name, sampler.steps),
-        "colour_fix": colour_fix,
+        "nfe": network_evaluations(sampler.name, sampler.steps),
+        "colour_fix": sampler.colour_fix,
+        "tile": sampler.tile,
         "precision": pipe.precision,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,
-        "bicubic": {**_mean(bicubic_rows), "n_images": len(pairs), "per_image": bicubic_rows},
+        "bicubic": {**mean_scores(bicubic_rows), "n_images": len(pairs), "per_image": bicubic_rows},
     }

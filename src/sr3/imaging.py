@@ -93,6 +93,22 @@ def resize_plane(img: Image.Image, size: tuple[int, int]) -> Image.Image:
     return to_pil(imresize(x, size=(size[1], size[0])).clamp(-1, 1))
 
 
+def join_upscaled(rgb: torch.Tensor, part: UpscaleInput, size: tuple[int, int] | None = None) -> Image.Image:
+    """The output image of an upscaled `split_for_upscale` part: the model's RGB [3, H, W] in [-1, 1],
+    resampled to (width, height) `size` before its one rounding to 8 bits, with grey, alpha and the ICC
+    profile of the input restored."""
+    size = size or (rgb.shape[-1], rgb.shape[-2])
+    if size != (rgb.shape[-1], rgb.shape[-2]):
+        rgb = imresize(rgb, size=(size[1], size[0]))
+    image = to_pil(rgb)
+    image = image.convert("L") if part.gray else image
+    if part.alpha is not None:
+        image.putalpha(resize_plane(part.alpha, size))
+    if part.icc_profile:
+        image.info["icc_profile"] = part.icc_profile
+    return image
+
+
 def to_tensor(img: Image.Image) -> torch.Tensor:
     """An 8-bit PIL image as a float32 tensor [C, H, W] in [-1, 1]."""
     array = np.array(img)
@@ -106,6 +122,22 @@ def to_tensor(img: Image.Image) -> torch.Tensor:
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """[C, H, W] in [-1, 1] -> HWC uint8 array, rounded as `to_pil` rounds (for metrics on saved pixels)."""
     return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def quantize(x: torch.Tensor) -> torch.Tensor:
+    """x in [-1, 1] (any shape) rounded to the 256 levels of an 8-bit image, as `to_tensor(to_pil(x))` gives."""
+    return ((x.detach().float().clamp(-1, 1) + 1) * 127.5).round() / 127.5 - 1.0
+
+
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """x [B, C, H, W] padded at the bottom and right to multiples of `multiple`: mirrored, or repeated where
+    the image is too small to mirror. Crop the result of a size-preserving network back to [..., :H, :W]."""
+    h, w = x.shape[-2:]
+    pad_h, pad_w = -h % multiple, -w % multiple
+    if not (pad_h or pad_w):
+        return x
+    mode = "reflect" if pad_h < h and pad_w < w else "replicate"
+    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
 
 def to_pil(x: torch.Tensor) -> Image.Image:

@@ -2,51 +2,39 @@
 
 Each walks a descending sigma grid in variance-exploding form (x = y_0 + sigma * eps). A grid that
 ends above 0 stops there and returns the partially denoised x (CDM's truncated conditioning
-augmentation); a grid ending in 0 returns the clean sample. Randomness comes only from `noise`,
-which draws from one generator per sample, so a seed fixes an image whatever the batch size.
+augmentation); a grid ending in 0 returns the clean sample. Randomness comes only from `noise`
+(`sr3.noise.PerSampleNoise`), so a seed fixes an image whatever the batch size.
+
+Each sampler is registered with its own facts (network evaluations per step count, its options), and
+the module imports no torch, so the command line can list the samplers without loading it.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-
-from sr3.diffusion import Cond
 from sr3.errors import SR3Error
 
-DenoiserFn = Callable[[torch.Tensor, torch.Tensor, Cond], torch.Tensor]
+if TYPE_CHECKING:
+    import torch
+
+    from sr3.config import SamplerConfig
+    from sr3.diffusion import Cond
+
+DenoiserFn = Callable[["torch.Tensor", "torch.Tensor", "Cond"], "torch.Tensor"]
 Callback = Callable[[int], None] | None
 
 
-class PerSampleNoise:
-    """Standard normal noise with one torch.Generator per sample (cf. EDM's StackedRandomGenerator)."""
-
-    def __init__(self, seeds: Sequence[int], device: torch.device | str = "cpu"):
-        self.device = torch.device(device)
-        self.generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
-
-    def __call__(self, like: torch.Tensor) -> torch.Tensor:
-        shape = like.shape[1:]
-        return torch.stack(
-            [torch.randn(shape, generator=g, device=self.device, dtype=torch.float32) for g in self.generators]
-        ).to(like.dtype)
-
-
-def initial_noise(noise: PerSampleNoise, shape: Sequence[int], sigma_max: float) -> torch.Tensor:
-    """Pure noise at the top of the grid: y_T ~ N(0, 1) in variance-preserving form, i.e. x = sqrt(1 + sigma^2) z."""
-    z = noise(torch.empty(shape, device=noise.device))
-    return z * math.sqrt(1 + sigma_max**2)
-
-
-def _steps(sigmas: torch.Tensor) -> list[tuple[float, float]]:
+def _steps(sigmas) -> list[tuple[float, float]]:
     values = [float(s) for s in sigmas]
     return list(zip(values[:-1], values[1:]))
 
 
 def _eval(denoiser: DenoiserFn, x: torch.Tensor, sigma: float, cond: Cond) -> torch.Tensor:
-    return denoiser(x, x.new_full((x.shape[0],), sigma, dtype=torch.float32), cond)
+    return denoiser(x, x.new_full((x.shape[0],), sigma).float(), cond)
 
 
 def ddim(denoiser, x, sigmas, cond, noise, eta: float = 0.0, callback: Callback = None):
@@ -124,31 +112,54 @@ def dpmpp_2m(denoiser, x, sigmas, cond, noise, callback: Callback = None):
     return x
 
 
-SAMPLERS: dict[str, Callable[..., torch.Tensor]] = {
-    "ddpm": ddpm,
-    "ddim": ddim,
-    "euler": euler,
-    "heun": heun,
-    "dpmpp_2m": dpmpp_2m,
+def regression(denoiser, x, sigmas, cond, noise, callback: Callback = None):
+    """A regression model's one evaluation (SR3's reference point): at infinite noise the network sees only the
+    condition (an all-zero noisy image at level 0) and predicts the image; the grid and noise go unused."""
+    x = denoiser(x.new_zeros(x.shape), x.new_full((x.shape[0],), math.inf).float(), cond)
+    if callback:
+        callback(0)
+    return x
+
+
+@dataclass(frozen=True)
+class Sampler:
+    """A sampler and its facts: NFE of a step count and back, its `SamplerConfig` options, which models it fits."""
+
+    fn: Callable[..., object]
+    nfe: Callable[[int], int] = lambda steps: steps
+    steps_for_nfe: Callable[[int], int] = lambda nfe: nfe
+    options: tuple[str, ...] = ()
+    regression: bool = False  # for regression models (noise.regression), and only for them
+    fixed_steps: int = 0  # > 0: the one step count it takes, whatever is asked
+
+
+SAMPLERS: dict[str, Sampler] = {
+    "ddpm": Sampler(ddpm),
+    "ddim": Sampler(ddim, options=("eta",)),
+    "euler": Sampler(euler),
+    # Heun evaluates twice per step except on the final step to 0, so it cannot spend an even NFE
+    "heun": Sampler(heun, nfe=lambda steps: 2 * steps - 1, steps_for_nfe=lambda nfe: (nfe + 1) // 2),
+    "dpmpp_2m": Sampler(dpmpp_2m),
+    "regression": Sampler(regression, nfe=lambda steps: 1, steps_for_nfe=lambda nfe: 1, regression=True, fixed_steps=1),
 }
 
 
-def get_sampler(name: str) -> Callable[..., torch.Tensor]:
-    """The sampler function registered under `name`."""
+def get_sampler(name: str) -> Sampler:
+    """The sampler registered under `name`."""
     if name not in SAMPLERS:
         raise SR3Error(f"unknown sampler '{name}'; choose from: {', '.join(SAMPLERS)}")
     return SAMPLERS[name]
 
 
 def network_evaluations(name: str, steps: int) -> int:
-    """NFE of a sampler over `steps` grid intervals (Heun evaluates twice except on the final step to 0)."""
-    return 2 * steps - 1 if name == "heun" else steps
+    """NFE of sampler `name` over `steps` grid intervals."""
+    return get_sampler(name).nfe(steps)
 
 
 def steps_for_nfe(name: str, nfe: int) -> int:
-    """Grid steps spending `nfe` network evaluations (Heun's last step to 0 costs one); check the result with
-    `network_evaluations`, since Heun cannot spend an even count."""
-    return (nfe + 1) // 2 if name == "heun" else nfe
+    """Grid steps spending `nfe` network evaluations; check the result with `network_evaluations`, since some
+    samplers (Heun) cannot spend every count."""
+    return get_sampler(name).steps_for_nfe(nfe)
 
 
 def parse_sampler_spec(spec: str) -> tuple[str, int]:
@@ -159,9 +170,8 @@ def parse_sampler_spec(spec: str) -> tuple[str, int]:
     return name, int(steps)
 
 
-def run_sampler(name: str, denoiser, x, sigmas, cond, noise, eta: float = 0.0, callback: Callback = None):
-    """Run the sampler `name` (eta applies to DDIM only)."""
-    fn = get_sampler(name)
-    if name == "ddim":
-        return fn(denoiser, x, sigmas, cond, noise, eta=eta, callback=callback)
-    return fn(denoiser, x, sigmas, cond, noise, callback=callback)
+def run_sampler(cfg: SamplerConfig, denoiser, x, sigmas, cond, noise, callback: Callback = None):
+    """Run the sampler `cfg.name` with the options it takes from `cfg` (DDIM's eta)."""
+    sampler = get_sampler(cfg.name)
+    options = {name: getattr(cfg, name) for name in sampler.options}
+    return sampler.fn(denoiser, x, sigmas, cond, noise, callback=callback, **options)

@@ -12,10 +12,12 @@ import dataclasses
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sr3.config import SamplerConfig
+from sr3.errors import SR3Error
 from sr3.evaluate import EvalPair, evaluate
+from sr3.metrics.scores import SR_METRICS
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations, steps_for_nfe
 from sr3.schedules import gamma_to_sigma, karras_sigmas, training_gammas
@@ -33,9 +35,7 @@ class Candidate:
     sigma_max: float
     sigma_min: float
     sigmas: list[float]
-    psnr_y: float = math.nan
-    ssim_y: float = math.nan
-    consistency: float = math.nan
+    scores: dict[str, float] = field(default_factory=dict)  # the mean of every `SR_METRICS` entry
     score: float = math.nan
 
 
@@ -63,9 +63,9 @@ def score(c: Candidate, reference: dict | None) -> float:
     many-step sampler in both scores 0 and excess PSNR (over-smoothing) earns nothing.
     """
     if reference is None:
-        return c.psnr_y
-    shortfall = max(0.0, reference["psnr_y"] - c.psnr_y)
-    return -(shortfall + abs(math.log10(c.consistency / reference["consistency"])))
+        return c.scores["psnr_y"]
+    shortfall = max(0.0, reference["psnr_y"] - c.scores["psnr_y"])
+    return -(shortfall + abs(math.log10(c.scores["consistency"] / reference["consistency"])))
 
 
 def search(
@@ -76,16 +76,18 @@ def search(
     reference: dict | None = None,
     seed: int = 0,
     on_candidate: Callable[[Candidate], None] | None = None,
+    colour_fix: bool | None = None,
 ) -> list[Candidate]:
-    """Score every candidate grid for `sampler` at `nfe` evaluations; best first."""
+    """Score every candidate grid for `sampler` at `nfe` evaluations (the model's tile, and its colour fix
+    unless `colour_fix` says otherwise); best first."""
     steps = steps_for_nfe(sampler, nfe)
     if network_evaluations(sampler, steps) != nfe:
-        raise ValueError(f"{sampler} cannot spend exactly {nfe} network evaluations")
-    base = dataclasses.replace(pipe.cfg.sampler, name=sampler, steps=steps)
+        raise SR3Error(f"{sampler} cannot spend exactly {nfe} network evaluations")
+    base = pipe.sampler_config(steps, sampler, colour_fix=colour_fix)
     scored = []
     for c in candidates(pipe, steps):
         r = evaluate(pipe, list(pairs), dataclasses.replace(base, sigmas=c.sigmas), seed)
-        c.psnr_y, c.ssim_y, c.consistency = r["psnr_y"], r["ssim_y"], r["consistency"]
+        c.scores = {name: r[name] for name in SR_METRICS}
         c.score = score(c, reference)
         scored.append(c)
         if on_candidate:
@@ -100,6 +102,6 @@ def sampler_overrides(sampler: str, best: Candidate) -> list[str]:
 
 
 def reference_run(pipe: SR3Pipeline, pairs: Sequence[EvalPair], spec: SamplerConfig, seed: int = 0) -> dict:
-    """PSNR-Y and consistency of a reference sampler run (e.g. 1000-step ancestral) on the search images."""
+    """The mean metrics of a reference sampler run (e.g. 1000-step ancestral) on the search images."""
     r = evaluate(pipe, list(pairs), spec, seed)
-    return {"psnr_y": r["psnr_y"], "ssim_y": r["ssim_y"], "consistency": r["consistency"], "sampler": spec.name, "steps": spec.steps}
+    return {**{name: r[name] for name in SR_METRICS}, "sampler": spec.name, "steps": spec.steps}

@@ -16,6 +16,7 @@ import torch
 
 from sr3.config import NoiseConfig, SamplerConfig
 from sr3.errors import SR3Error
+from sr3.noise import PerSampleNoise
 
 
 def linear_gammas(timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
@@ -49,16 +50,16 @@ def sigma_to_gamma(sigma: torch.Tensor) -> torch.Tensor:
     return 1 / (1 + sigma**2)
 
 
-def sample_sqrt_gamma(gammas: torch.Tensor, batch: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """Continuous noise level: t ~ U{1..T}, then sqrt(gamma) ~ U[sqrt(gamma_t), sqrt(gamma_{t-1})].
+def sample_sqrt_gamma(gammas: torch.Tensor, rng: PerSampleNoise) -> torch.Tensor:
+    """Continuous noise level per sample: t ~ U{1..T}, then sqrt(gamma) ~ U[sqrt(gamma_t), sqrt(gamma_{t-1})].
 
     SR3 (Sec. 2.4) draws gamma itself in that interval; like WaveGrad and the common SR3 reproduction we
     draw sqrt(gamma). Either way, conditioning on a continuous level is what lets one model be sampled
-    with any schedule and number of steps. gamma_0 = 1.
+    with any schedule and number of steps. gamma_0 = 1. One level per generator of `rng`.
     """
     sqrt_g = torch.cat([torch.ones(1, dtype=gammas.dtype), gammas.sqrt()])
-    t = torch.randint(1, len(gammas) + 1, (batch,), generator=generator)
-    u = torch.rand(batch, generator=generator, dtype=gammas.dtype)
+    t = rng.randint(1, len(gammas) + 1).cpu()
+    u = rng.rand(gammas.dtype).cpu()
     return sqrt_g[t] + u * (sqrt_g[t - 1] - sqrt_g[t])
 
 

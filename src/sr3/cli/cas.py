@@ -6,7 +6,6 @@ import argparse
 import json
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from sr3.cli.common import check_json
@@ -60,8 +59,10 @@ def test_images(folder: str | Path, labels_csv: str | Path, classes: list[str]) 
     return files, [label_of[f.name] for f in files]
 
 
-def load_tensor(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
+def load_tensor(files: list[Path], size: tuple[int, int]):
     """Images as one [N, 3, H, W] tensor in [-1, 1], resized by MATLAB-style bicubic where their size differs."""
+    import torch
+
     from sr3.imaging import imresize, load_image, to_tensor
 
     out = []
@@ -72,6 +73,8 @@ def load_tensor(files: list[Path], size: tuple[int, int]) -> torch.Tensor:
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+
     from sr3.imaging import load_image
     from sr3.metrics.cas import CASConfig, accuracy, train_classifier
 

@@ -10,8 +10,6 @@ import argparse
 import json
 from pathlib import Path
 
-import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from sr3.cli.common import check_json
@@ -61,10 +59,13 @@ def parse_levels(text: str) -> list[float]:
 
 
 def run(args: argparse.Namespace) -> None:
+    import numpy as np
+    import torch
+
     from sr3.cascade import Cascade
     from sr3.imaging import imresize
     from sr3.metrics.fid import fid_kid, inception_features, load_inception
-    from sr3.pipeline import resolve_device
+    from sr3.device import resolve_device
 
     levels = parse_levels(args.levels)
     if args.num < 2 or args.batch_size < 1:
@@ -81,7 +82,7 @@ def run(args: argparse.Namespace) -> None:
     classes = max(1, cascade.num_classes)
     variants = [cascade.replace_stage(stage, aug_level=v, truncate=args.truncate and v > 0) for v in levels]
     names = [f"level-{v:g}" for v in levels] + (["bicubic"] if args.bicubic else [])
-    features: list[list[np.ndarray]] = [[] for _ in names]
+    features: list[list] = [[] for _ in names]
     per_image = sum(v.network_evaluations(0 if args.truncate else 1) for v in variants)
     per_image += 0 if args.truncate else cascade.network_evaluations() - cascade.network_evaluations(1)
     with tqdm(total=args.num * per_image, unit="step", disable=args.quiet) as bar:
@@ -112,7 +113,7 @@ def run(args: argparse.Namespace) -> None:
         Path(args.json).write_text(json.dumps({"model": str(args.model), "stage": stage, "rows": rows}, indent=2))
 
 
-def save_images(images: torch.Tensor, labels: torch.Tensor | None, seeds: list[int], folder: Path, names: list[str]) -> None:
+def save_images(images, labels, seeds: list[int], folder: Path, names: list[str]) -> None:
     """PNG files named `CLASS_SEED.png` (as `sr3 generate` writes), so `sr3 cas` can read their classes."""
     from sr3.imaging import to_pil
 

@@ -1,4 +1,4 @@
-"""Flags and checks the subcommands share."""
+"""Flags and checks the subcommands share. Nothing here imports torch: building the parser stays instant."""
 
 from __future__ import annotations
 
@@ -6,20 +6,36 @@ import argparse
 import sys
 from pathlib import Path
 
+from sr3.config import PRECISIONS
 from sr3.errors import SR3Error
-from sr3.pipeline import PRECISIONS, SR3Pipeline, slow_bf16_reason
-
-
-def check_tile(tile: int | None) -> None:
-    """Refuse a --tile that is neither 0 (whole images) nor large enough to hold the network's context."""
-    if tile is not None and tile != 0 and tile < 8:
-        raise SR3Error(f"--tile must be 0 (no tiling) or at least 8 input pixels; got {tile}")
+from sr3.samplers import SAMPLERS
 
 
 def check_json(path: str | None) -> None:
     """Refuse a --json target that cannot be written, before any work is done."""
     if path and (not Path(path).resolve().parent.is_dir() or Path(path).is_dir()):
         raise SR3Error(f"cannot write --json {path}: its folder does not exist or it is a folder")
+
+
+def check_at_least_one(**values: int | None) -> None:
+    """Refuse any given count below 1 (None: not given), naming its flag."""
+    for name, value in values.items():
+        if value is not None and value < 1:
+            raise SR3Error(f"--{name.replace('_', '-')} must be at least 1; got {value}")
+
+
+def add_sampling_flags(p: argparse.ArgumentParser, colour_fix_help: str) -> None:
+    """--steps, --sampler, --tile, --colour-fix and --precision: the overrides of a model's sampling settings."""
+    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
+    p.add_argument("--sampler", metavar="SAMPLER",
+                   help=f"{' | '.join(SAMPLERS)} (default: the model's; regression models take only 'regression')")
+    p.add_argument(
+        "--tile", type=int,
+        help="images larger than this many input pixels run as overlapping tiles denoised together, so memory "
+        "stays bounded (default: the model's sampler.tile, 128 unless it says otherwise; 0: whole images)",
+    )
+    p.add_argument("--colour-fix", action=argparse.BooleanOptionalAction, default=None, help=colour_fix_help)
+    add_precision_flag(p)
 
 
 def add_precision_flag(p: argparse.ArgumentParser) -> None:
@@ -29,12 +45,14 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
         choices=list(PRECISIONS),
         default="fp32",
         help="bf16: the network runs under bf16 autocast, the fast path on GPUs and on CPUs with AMX or "
-        "AVX-512 BF16 (default fp32)",
+        "AVX-512 BF16; fp16 needs a CUDA GPU (default fp32)",
     )
 
 
-def warn_slow_bf16(pipe: SR3Pipeline) -> None:
+def warn_slow_bf16(pipe) -> None:
     """Say so when a pipeline runs bf16 on a device without bf16 kernels, where it is many times slower than fp32."""
+    from sr3.device import slow_bf16_reason
+
     reason = slow_bf16_reason(pipe.device) if pipe.precision == "bf16" else None
     if reason:
         print(f"sr3: warning: {reason}; bf16 will run many times slower than fp32 here", file=sys.stderr)

@@ -54,7 +54,7 @@ def load_reference(args: argparse.Namespace, net, classes: list[str] | None = No
 
 def run(args: argparse.Namespace) -> None:
     from sr3.metrics.fid import fid_kid, folder_features, load_inception
-    from sr3.pipeline import resolve_device
+    from sr3.device import resolve_device
 
     check_json(args.json)
     net = load_inception(resolve_device(args.device))

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-import torch
 from tqdm.auto import tqdm
 
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.errors import SR3Error
-from sr3.imaging import to_pil
+from sr3.samplers import SAMPLERS
 
 EXAMPLES = """examples:
   sr3 generate --model tinyimagenet-10 --class lemon -n 16 -o lemons/ --seed 0
@@ -32,7 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="output folder")
     p.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
     p.add_argument("--steps", type=int, help="sampling steps of every stage (default: each stage's own)")
-    p.add_argument("--sampler", help="sampler of every stage (default: each stage's own)")
+    p.add_argument("--sampler", metavar="SAMPLER",
+                   help=f"sampler of every stage: {' | '.join(SAMPLERS)} (default: each stage's own)")
     p.add_argument("--guidance", type=float, help="classifier-free guidance scale of the base model (0: none, as CDM)")
     p.add_argument("--set", action="append", default=[], metavar="STAGE.KEY=VALUE", help="cascade stage setting, e.g. 1.aug_level=0.2")
     p.add_argument("--save-stages", action="store_true", help="also save every stage's output (cascades)")
@@ -67,7 +67,10 @@ def load_cascade(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> None:
+    import torch
+
     from sr3.cascade import class_index
+    from sr3.imaging import to_pil
 
     if args.num < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
         raise SR3Error("-n, --batch-size and --steps must be at least 1")

@@ -8,8 +8,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_json
+from sr3.cli.common import check_at_least_one, check_json
 from sr3.errors import SR3Error
+from sr3.samplers import SAMPLERS
 
 EXAMPLES = """examples:
   sr3 schedule --model natural-4x --hr Set14/HR --lr Set14/LRbicx4 --limit 4 --sampler euler --nfe 8
@@ -28,9 +29,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lr", help="folder of LR images with the same names (default: MATLAB-style bicubic)")
     p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
     p.add_argument("--limit", type=int, default=8, help="search on the first N images")
-    p.add_argument("--sampler", default="euler", help="sampler whose grid is searched")
+    p.add_argument("--sampler", default="euler", metavar="SAMPLER",
+                   help=f"sampler whose grid is searched: {' | '.join(n for n, s in SAMPLERS.items() if not s.regression)} "
+                   "(default euler)")
     p.add_argument("--nfe", type=int, default=8, help="network evaluations per image")
     p.add_argument("--reference", help="SAMPLER:STEPS to match (e.g. ddpm:1000) instead of maximising PSNR-Y")
+    p.add_argument("--colour-fix", action=argparse.BooleanOptionalAction, default=None,
+                   help="score with the low-frequency colour correction (default: the model's, as sr3 eval)")
     p.add_argument("--output", help="write the model with the found schedule as its default sampler (.safetensors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", help="write every candidate's scores here")
@@ -42,13 +47,13 @@ def run(args: argparse.Namespace) -> None:
     from sr3.evaluate import model_pairs
     from sr3.pipeline import SR3Pipeline
     from sr3.pretrained import resolve_model
+    from sr3.metrics.scores import format_scores, score_header
     from sr3.samplers import get_sampler, parse_sampler_spec
     from sr3.schedule_search import reference_run, sampler_overrides, search
 
-    get_sampler(args.sampler)
     check_json(args.json)
-    if args.nfe < 1 or args.limit < 1:
-        raise SR3Error("--nfe and --limit must be at least 1")
+    check_at_least_one(nfe=args.nfe, limit=args.limit)
+    get_sampler(args.sampler)
     if args.output and not args.output.endswith(".safetensors"):
         raise SR3Error(f"--output must be a .safetensors file; got {args.output}")
     pipe = SR3Pipeline.load(args.model)
@@ -56,16 +61,13 @@ def run(args: argparse.Namespace) -> None:
     reference = None
     if args.reference:
         name, steps = parse_sampler_spec(args.reference)
-        reference = reference_run(pipe, pairs, pipe.sampler_config(steps, name), args.seed)
+        reference = reference_run(pipe, pairs, pipe.sampler_config(steps, name, colour_fix=args.colour_fix), args.seed)
         print(f"reference {args.reference}: PSNR-Y {reference['psnr_y']:.2f}  consistency {reference['consistency']:.2e}")
-    try:
-        with tqdm(desc="grids", unit="grid", disable=args.quiet) as bar:
-            ranked = search(pipe, pairs, args.sampler, args.nfe, reference, args.seed, on_candidate=lambda _: bar.update())
-    except ValueError as exc:
-        raise SR3Error(str(exc)) from None
-    print(f"{'rho':>5}{'sigma_max':>11}{'sigma_min':>11}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>11}{'score':>9}")
+    with tqdm(desc="grids", unit="grid", disable=args.quiet) as bar:
+        ranked = search(pipe, pairs, args.sampler, args.nfe, reference, args.seed, lambda _: bar.update(), args.colour_fix)
+    print(f"{'rho':>5}{'sigma_max':>11}{'sigma_min':>11}{score_header()}{'score':>9}")
     for c in ranked[:5]:
-        print(f"{c.rho:>5g}{c.sigma_max:>11.4g}{c.sigma_min:>11.4g}{c.psnr_y:>9.2f}{c.ssim_y:>9.4f}{c.consistency:>11.2e}{c.score:>9.3f}")
+        print(f"{c.rho:>5g}{c.sigma_max:>11.4g}{c.sigma_min:>11.4g}{format_scores(c.scores)}{c.score:>9.3f}")
     best = ranked[0]
     print(f"best on {len(pairs)} images: {args.sampler}, {args.nfe} evaluations, sigmas {[round(s, 5) for s in best.sigmas]}")
     if args.json:

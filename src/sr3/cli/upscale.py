@@ -9,12 +9,10 @@ from PIL import Image
 from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_precision_flag, check_tile, warn_slow_bf16
+from sr3.cli.common import add_sampling_flags, check_at_least_one, warn_slow_bf16
+from sr3.config import check_tile
 from sr3.errors import SR3Error
-from sr3.imaging import IMAGE_EXTENSIONS, list_images, open_image
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
-
-DEFAULT_TILE = 128  # input pixels: 512 x 512 network windows at 4x, a few hundred MB of activations
 
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
@@ -35,30 +33,21 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         default=DEFAULT_MODEL,
         help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}), run directory, checkpoint folder or .safetensors file",
     )
-    p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")
-    p.add_argument("--sampler", help="ddpm | ddim | euler | heun | dpmpp_2m (default: the model's)")
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
     p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
-    p.add_argument(
-        "--colour-fix",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="match the output's low frequencies (colours) to the input (default on: it raises PSNR and consistency)",
-    )
-    p.add_argument(
-        "--tile",
-        type=int,
-        help=f"images larger than this many input pixels run as overlapping tiles denoised together, so memory stays "
-        f"bounded (default: the model's sampling tile, else {DEFAULT_TILE}; 0: whole images)",
+    add_sampling_flags(
+        p, "match the output's low frequencies (colours) to the input (default: the model's sampler.colour_fix, "
+        "on unless it says otherwise: it raises PSNR and consistency)",
     )
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
-    add_precision_flag(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
     """(image, path relative to its input root) for every input file, folders searched recursively."""
+    from sr3.imaging import list_images
+
     found = []
     for item in inputs:
         path = Path(item)
@@ -81,6 +70,8 @@ def default_output(inputs: list[str]) -> Path:
 
 def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
     """A single image goes to `output` when it has an image extension; otherwise into the folder `output`."""
+    from sr3.imaging import IMAGE_EXTENSIONS
+
     if len(items) == 1 and output.suffix.lower() in IMAGE_EXTENSIONS and not output.is_dir():
         return [output]
     if output.is_file():
@@ -96,6 +87,8 @@ def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
 
 def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
     """Groups of up to `size` same-sized images, with their input index (the seed offset) and output path."""
+    from sr3.imaging import open_image
+
     by_size: dict[tuple[int, int], list] = {}
     for i, ((src, _), dst) in enumerate(zip(items, outputs)):
         image = open_image(src)
@@ -107,13 +100,11 @@ def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
 
 
 def run(args: argparse.Namespace) -> None:
+    from sr3.imaging import open_image
     from sr3.pipeline import SR3Pipeline
 
-    if args.steps is not None and args.steps < 1:
-        raise SR3Error("--steps must be at least 1")
-    check_tile(args.tile)
-    if args.batch_size < 1:
-        raise SR3Error("--batch-size must be at least 1")
+    check_at_least_one(steps=args.steps, batch_size=args.batch_size)
+    check_tile(args.tile, "--tile")
     if args.scale is not None and args.scale <= 0:
         raise SR3Error("--scale must be positive")
     items = collect_inputs(args.inputs)
@@ -122,27 +113,26 @@ def run(args: argparse.Namespace) -> None:
         open_image(src)
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
     warn_slow_bf16(pipe)
-    sampler = pipe.sampler_config(args.steps, args.sampler)
-    tile = args.tile if args.tile is not None else sampler.tile or DEFAULT_TILE
+    sampler = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
     for group in batches(items, outputs, args.batch_size):
         index, sources, images, targets = zip(*group)
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
             results = pipe.upscale(
-                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), tile,
-                colour_fix=args.colour_fix, out_scale=args.scale,
+                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), sampler.tile,
+                sampler.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": tile,
-                    "precision": args.precision}
+            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed,
+                    "tile": sampler.tile, "colour_fix": sampler.colour_fix, "precision": args.precision}
             save_result(result, dst, meta)
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
 
 
 def save_result(image: Image.Image, path: Path, settings: dict) -> None:
-    """Save an output; PNGs carry the model, sampler, steps and seed as text metadata."""
+    """Save an output; PNGs carry the sampling settings (model, sampler, steps, seed...) as text metadata."""
     info = PngInfo()
     for key, value in settings.items():
         info.add_text(f"sr3:{key}", str(value))

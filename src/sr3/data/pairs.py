@@ -1,8 +1,8 @@
 """Training pairs made on the fly from a folder of HR images, with data order a pure function of the seed.
 
 Sample number n of a run always yields the same (HR, LR) pair: the image comes from a per-epoch
-permutation seeded by (seed, epoch) and the crop and flip from a generator seeded by (seed, n). This
-makes resuming exact and makes every rank's shard of a global batch well defined.
+permutation seeded by (seed, epoch) and the crop, flip and degradation from a generator seeded by
+(seed, n). This makes resuming exact and makes every rank's shard of a global batch well defined.
 """
 
 from __future__ import annotations
@@ -17,8 +17,9 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from sr3.config import DataConfig
+from sr3.data.degradations import degrade, get_degradation
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, square_resize, to_tensor
+from sr3.imaging import list_images, load_image, square_resize, to_tensor
 
 
 def mix_seed(*values: int) -> int:
@@ -52,17 +53,13 @@ def split_files(files: list[Path], fraction: float, split: Literal["train", "hol
     return [f for f in files if in_split(f, fraction, split)]
 
 
-def make_pair(hr: torch.Tensor, scale: int) -> torch.Tensor:
-    """The LR image of an HR tensor [C, H, W] by MATLAB-compatible antialiased bicubic downscaling."""
-    return imresize(hr, scale=1 / scale).clamp(-1, 1)
-
-
 class SRPairs(Dataset):
     """(HR, LR) pairs of one or more folders of HR images: random crops and flips (`crops`), whole resized
     faces (`faces`), or whole resized images labelled by their class sub-folder (`classes`, adds "label").
 
-    Index with a global sample number; see the module docstring. `split` picks the training images or
-    the `cfg.holdout` fraction kept out of them.
+    Index with a global sample number; see the module docstring. An item holds "hr", "lr" (by the
+    `cfg.degradation`) and "sample" (the number, which seeds the sample's training noise). `split` picks
+    the training images or the `cfg.holdout` fraction kept out of them.
     """
 
     def __init__(
@@ -75,6 +72,7 @@ class SRPairs(Dataset):
     ):
         if cfg.hr_size % cfg.scale:
             raise SR3Error(f"data.hr_size {cfg.hr_size} must be a multiple of data.scale {cfg.scale}")
+        get_degradation(cfg.degradation)  # an unknown name fails before any image is read
         self.cfg, self.seed = cfg, seed
         folders = [folders] if isinstance(folders, (str, Path)) else list(folders)
         located = [(f, Path(folder)) for folder in folders for f in list_images(folder)]
@@ -110,7 +108,7 @@ class SRPairs(Dataset):
         hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._whole(img)
         if torch.rand((), generator=gen) < 0.5:
             hr = hr.flip(-1)
-        return self._item(hr, index)
+        return self._item(hr, index, n, gen)
 
     def _image(self, index: int) -> Image.Image:
         """Image `index` decoded, from memory once seen if caching (a crop costs far less than a decode)."""
@@ -120,14 +118,15 @@ class SRPairs(Dataset):
             self._cache[index] = load_image(self.files[index])
         return self._cache[index]
 
-    def _item(self, hr: torch.Tensor, index: int) -> dict[str, torch.Tensor]:
-        item = {"hr": hr, "lr": make_pair(hr, self.cfg.scale)}
+    def _item(self, hr: torch.Tensor, index: int, n: int, gen: torch.Generator) -> dict[str, torch.Tensor]:
+        item = {"hr": hr, "lr": degrade(self.cfg.degradation, hr, self.cfg.scale, gen), "sample": torch.tensor(n)}
         if self.cfg.mode == "classes":
             item["label"] = torch.tensor(self.labels[index])
         return item
 
     def centre_pair(self, i: int) -> dict[str, torch.Tensor]:
         """A fixed pair of image i (centre crop or whole image, no flip), for validation."""
+        gen = seeded_generator(self.seed, i, 3)
         img = self._image(i)
         if self.cfg.mode != "crops":
             hr = self._whole(img)
@@ -135,7 +134,7 @@ class SRPairs(Dataset):
             s = self.cfg.hr_size
             left, top = (img.width - s) // 2, (img.height - s) // 2
             hr = to_tensor(img.crop((left, top, left + s, top + s)))
-        return self._item(hr, i)
+        return self._item(hr, i, i, gen)
 
     def _crop(self, img: Image.Image, gen: torch.Generator) -> torch.Tensor:
         s = self.cfg.hr_size

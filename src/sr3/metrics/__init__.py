@@ -1,1 +1,1 @@
-"""Image quality metrics as SR papers compute them: PSNR, SSIM, SR3 consistency."""
+"""Image quality metrics: PSNR, SSIM and SR3 consistency as SR papers compute them (`scores` holds their table), FID/KID, CAS."""

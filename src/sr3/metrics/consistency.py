@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from sr3.errors import SR3Error
 from sr3.imaging import imresize
 
 
@@ -15,7 +16,7 @@ def consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> float:
     """
     expected = (*lr.shape[:-2], lr.shape[-2] * scale, lr.shape[-1] * scale)
     if tuple(sr.shape) != expected:
-        raise ValueError(f"sr shape {tuple(sr.shape)} is not lr shape {tuple(lr.shape)} upscaled by {scale}")
+        raise SR3Error(f"sr shape {tuple(sr.shape)} is not lr shape {tuple(lr.shape)} upscaled by {scale}")
     dtype = torch.promote_types(torch.promote_types(sr.dtype, lr.dtype), torch.float32)
     sr01, lr01 = (sr.to(dtype) + 1) / 2, (lr.to(dtype) + 1) / 2
     return torch.mean((imresize(sr01, scale=1 / scale) - lr01) ** 2).item()

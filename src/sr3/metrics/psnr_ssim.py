@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 
+from sr3.errors import SR3Error
 from sr3.imaging import rgb_to_y
 
 # Wang et al. (2004): an 11x11 Gaussian window of sigma 1.5, C1 = (K1 L)^2, C2 = (K2 L)^2 with L = 255.
@@ -21,11 +22,11 @@ def _prepare(img: np.ndarray, ref: np.ndarray, crop_border: int, y_channel: bool
     """Both images as float64 [H, W, C], border cropped and, if asked, reduced to their Y channel."""
     img, ref = np.asarray(img, dtype=np.float64), np.asarray(ref, dtype=np.float64)
     if img.shape != ref.shape:
-        raise ValueError(f"image shape {img.shape} differs from reference shape {ref.shape}")
+        raise SR3Error(f"image shape {img.shape} differs from reference shape {ref.shape}")
     if img.ndim not in (2, 3):
-        raise ValueError(f"expected an image [H, W] or [H, W, C], got shape {img.shape}")
+        raise SR3Error(f"expected an image [H, W] or [H, W, C], got shape {img.shape}")
     if crop_border < 0 or 2 * crop_border >= min(img.shape[:2]):
-        raise ValueError(f"crop_border {crop_border} does not fit an image of shape {img.shape}")
+        raise SR3Error(f"crop_border {crop_border} does not fit an image of shape {img.shape}")
     if crop_border:
         img = img[crop_border:-crop_border, crop_border:-crop_border]
         ref = ref[crop_border:-crop_border, crop_border:-crop_border]
@@ -61,7 +62,7 @@ def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool
     """Structural similarity (Wang et al., 2004): the SSIM map's mean over windows inside the image, over channels."""
     img, ref = _prepare(img, ref, crop_border, y_channel)
     if min(img.shape[:2]) < _WINDOW:
-        raise ValueError(f"SSIM needs images of at least {_WINDOW}x{_WINDOW} after cropping, got {img.shape[:2]}")
+        raise SR3Error(f"SSIM needs images of at least {_WINDOW}x{_WINDOW} after cropping, got {img.shape[:2]}")
     taps = _gaussian_window()
     mu_x, mu_y = _filter_valid(img, taps), _filter_valid(ref, taps)
     var_x = _filter_valid(img * img, taps) - mu_x**2

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr3.config import UNetConfig
+from sr3.config import ModelConfig
 from sr3.models.layers import Attention, Downsample, LevelEmbedding, ResBlock, Upsample, group_norm
 
 
@@ -22,7 +22,7 @@ class UNet(nn.Module):
     H and W must be multiples of `downscale_factor`.
     """
 
-    def __init__(self, cfg: UNetConfig):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels

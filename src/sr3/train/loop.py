@@ -1,8 +1,9 @@
 """`sr3 train`: the Accelerate training loop (CPU, one GPU, or `accelerate launch` on many).
 
-Every random draw of step s (data, noise levels, noise, dropout) is seeded from (seed, s, rank), and
-the learning rate is a function of s, so a run resumed from a checkpoint continues exactly as if it
-had never stopped.
+Every random draw is seeded: the data, noise levels, noise and augmentation of a sample from (seed,
+its global sample number), so a step draws the same whatever its split into micro-batches and ranks;
+dropout from (seed, step, micro-batch, rank). The learning rate is a function of the step, so a run
+resumed from a checkpoint continues exactly as if it had never stopped.
 """
 
 from __future__ import annotations
@@ -20,12 +21,14 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
-from sr3.config import Config, TrainConfig, from_dict, to_dict
-from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed, seeded_generator
 from sr3.conditioning import batch_condition
+from sr3.config import Config, TrainConfig, config_from_dict, to_dict
+from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed
+from sr3.device import ACCELERATE_NAMES, check_precision
 from sr3.diffusion import diffused_image, training_loss
 from sr3.errors import SR3Error
-from sr3.models.unet import UNet
+from sr3.models import build_network
+from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import get_sampler
 from sr3.schedules import training_gammas
@@ -52,7 +55,7 @@ def check_run_dir(run_dir: Path, cfg: Config, resume: bool) -> Path | None:
     if not ckpts:
         return None
     try:
-        saved = from_dict(Config, json.loads((run_dir / "config.json").read_text()))
+        saved = config_from_dict(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError) as exc:
         raise SR3Error(f"cannot resume {run_dir}: its config.json is missing or unreadable ({exc})") from None
     for section in ("model", "noise", "data"):
@@ -86,8 +89,6 @@ class Trainer:
             raise SR3Error("noise.residual and noise.regression need an SR stage: a base model has no LR image")
         if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
             raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
-        if t.mixed_precision == "fp16" and not torch.cuda.is_available():
-            raise SR3Error("train.mixed_precision=fp16 needs a GPU; use bf16 or no on the CPU")
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise SR3Error(f"--output {self.run_dir} is a file, not a run directory")
         if m.is_sr and cfg.data.hr_size - 2 * cfg.data.scale < 11:
@@ -108,14 +109,16 @@ class Trainer:
             val_source = self.data
         self.val = ValBatch.from_dataset(val_source, t.val_images)
 
+        accelerator = torch.accelerator.current_accelerator()
+        check_precision(t.precision, accelerator or torch.device("cpu"))
         self.acc = Accelerator(
-            cpu=torch.accelerator.current_accelerator() is None,  # lets torchrun-style launches use gloo on CPUs
-            mixed_precision=t.mixed_precision,
+            cpu=accelerator is None,  # lets torchrun-style launches use gloo on CPUs
+            mixed_precision=ACCELERATE_NAMES[t.precision],
             log_with="tensorboard",
             project_dir=str(self.run_dir),
         )
         torch.manual_seed(t.seed)  # identical initial weights on every rank
-        net = UNet(cfg.model)
+        net = build_network(cfg.model)
         opt = make_optimizer(net.parameters(), t, self.acc.device)
         self.step, ema_state = 0, None
         if resume_from is not None:
@@ -174,14 +177,14 @@ class Trainer:
         total = torch.zeros((), device=acc.device)
         for micro in range(t.grad_accum):
             batch = next(batches)
+            rng = PerSampleNoise([mix_seed(t.seed, int(n), 2) for n in batch.pop("sample")])
             batch = {k: v.to(acc.device) for k, v in batch.items()}
             torch.manual_seed(mix_seed(t.seed, self.step, micro, acc.process_index))  # dropout
-            gen = seeded_generator(t.seed, self.step, micro, acc.process_index, 2)
-            cond = batch_condition(batch, self.cfg, self.gammas, gen)
+            cond = batch_condition(batch, self.cfg, self.gammas, rng)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
                 x0 = diffused_image(batch["hr"], cond, self.cfg.noise.residual)
-                loss = training_loss(self.net, x0, cond, self.gammas, self.cfg.noise, gen)
+                loss = training_loss(self.net, x0, cond, self.gammas, self.cfg.noise, rng)
                 acc.backward(loss / t.grad_accum)
             total += loss.detach() / t.grad_accum
         if t.grad_clip > 0:
@@ -193,7 +196,7 @@ class Trainer:
 
     def ema_pipeline(self) -> SR3Pipeline:
         """An inference pipeline on the current EMA weights."""
-        net = UNet(self.cfg.model)
+        net = build_network(self.cfg.model)
         net.load_state_dict(self.ema.shadow)
         return SR3Pipeline(net, self.cfg, self.acc.device)
 

@@ -1,4 +1,4 @@
-"""Periodic validation: loss at fixed noise, sampled SR metrics, and an LR | SR | HR grid image."""
+"""Periodic validation: loss at fixed noise, the sampled SR metrics `sr3 eval` reports, and an LR | SR | HR grid."""
 
 from __future__ import annotations
 
@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
+from sr3.conditioning import sampling_condition
 from sr3.config import Config
 from sr3.data.pairs import SRPairs
-from sr3.conditioning import upsample
 from sr3.diffusion import Cond, diffused_image, training_loss
-from sr3.metrics.consistency import consistency
-from sr3.metrics.psnr_ssim import psnr, ssim
 from sr3.imaging import to_uint8
+from sr3.metrics.scores import image_scores, mean_scores
+from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
 
 
@@ -37,30 +37,26 @@ class ValBatch:
 @torch.no_grad()
 def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, cfg: Config, repeats: int = 8) -> float:
     """Mean training loss over `repeats` fixed draws of noise level and noise (same draws every call)."""
-    gen = torch.Generator().manual_seed(1234)
+    rng = PerSampleNoise(range(1234, 1234 + len(val.hr)))
     device = next(net.parameters()).device
-    image = upsample(val.lr.to(device), cfg.data.scale) if cfg.model.is_sr else None
-    labels = None if val.labels is None else val.labels.to(device)
-    cond = Cond(image=image, labels=labels)
+    cond = sampling_condition(val.lr.to(device), cfg) if cfg.model.is_sr else Cond()
+    cond.labels = None if val.labels is None else val.labels.to(device)
     x0 = diffused_image(val.hr.to(device), cond, cfg.noise.residual)
-    losses = [training_loss(net, x0, cond, gammas, cfg.noise, gen).item() for _ in range(repeats)]
+    losses = [training_loss(net, x0, cond, gammas, cfg.noise, rng).item() for _ in range(repeats)]
     return float(np.mean(losses))
 
 
 def sample_metrics(pipe: SR3Pipeline, val: ValBatch, steps: int) -> tuple[dict[str, float], Image.Image]:
-    """PSNR/SSIM (Y channel, `scale` border cropped), consistency, and the LR | SR | HR grid of sampled SR."""
+    """The metrics of `sr3 eval` (colour fix as the model samples by default), and the LR | SR | HR grid."""
     scale = pipe.scale
     sr = pipe.super_resolve(val.lr, list(range(len(val.lr))), pipe.sampler_config(steps=steps), labels=val.labels).cpu()
-    rows, scores = [], {"psnr_y": [], "ssim_y": [], "consistency": []}
+    rows, scores = [], []
     for lr, out, hr in zip(val.lr, sr, val.hr):
-        a, b = to_uint8(out), to_uint8(hr)
-        scores["psnr_y"].append(psnr(a, b, crop_border=scale, y_channel=True))
-        scores["ssim_y"].append(ssim(a, b, crop_border=scale, y_channel=True))
-        scores["consistency"].append(consistency(out[None], lr[None], scale))
+        scores.append(image_scores(out, hr, lr, scale))
         lr_big = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
-        rows.append(np.concatenate([to_uint8(lr_big), a, b], axis=1))
+        rows.append(np.concatenate([to_uint8(lr_big), to_uint8(out), to_uint8(hr)], axis=1))
     grid = Image.fromarray(np.concatenate(rows, axis=0))
-    return {k: float(np.mean(v)) for k, v in scores.items()}, grid
+    return mean_scores(scores), grid
 
 
 def sample_grid(pipe: SR3Pipeline, val: ValBatch, steps: int) -> Image.Image:

@@ -1,0 +1,39 @@
+"""How an HR image becomes its LR input (`data.degradation`): for training pairs and `sr3 eval` alike.
+
+A degradation maps an HR tensor [C, H, W] in [-1, 1] to its LR image [C, H/scale, W/scale], rounded to
+8 bits as a saved file would be, drawing any randomness from the per-sample `generator` the data
+pipeline makes, so a pair is a pure function of its sample number and training resumes exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from sr3.errors import SR3Error
+from sr3.imaging import imresize, quantize
+
+Degradation = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
+
+
+def bicubic(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
+    """MATLAB-compatible antialiased bicubic downscaling, as the SR test sets' own LR images are made."""
+    return quantize(imresize(hr, scale=1 / scale))
+
+
+DEGRADATIONS: dict[str, Degradation] = {
+    "bicubic": bicubic,
+}
+
+
+def get_degradation(name: str) -> Degradation:
+    """The degradation registered under `name`."""
+    if name not in DEGRADATIONS:
+        raise SR3Error(f"unknown degradation '{name}'; choose from: {', '.join(DEGRADATIONS)}")
+    return DEGRADATIONS[name]
+
+
+def degrade(name: str, hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
+    """The LR image of `hr` under degradation `name`."""
+    return get_degradation(name)(hr, scale, generator)
