@@ -17,7 +17,9 @@ from sr3.config import SamplerConfig
 from sr3.data.degradations import degrade, get_degradation
 from sr3.data.pairs import seeded_generator, split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, mod_crop, square_resize, to_pil, to_tensor
+from sr3.imaging import imresize, list_images, load_image, mod_crop, quantize, square_resize, to_pil, to_tensor
+from sr3.metrics.fid import load_inception
+from sr3.metrics.perceptual import PerceptualConfig, fid_patch, reference_features, set_scores
 from sr3.metrics.scores import image_scores, mean_scores
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations
@@ -120,18 +122,24 @@ def evaluate(
     on_image: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 1,
+    perceptual: PerceptualConfig | None = None,
 ) -> dict:
     """Score the model and bicubic on every pair; image i is sampled with seed `seed + i`.
 
     `sampler`: settings from `pipe.sampler_config` (default: the model's own, colour fix and tile included).
     `batch_size` > 1 samples consecutive pairs of the same size together (faster on a GPU); the noise of
-    each image comes from its own seed, so the outputs are those of one-by-one sampling.
+    each image comes from its own seed, so the outputs are those of one-by-one sampling. `perceptual`
+    adds ST-LPIPS per image and FID/KID and the classifier fool rates of the set (`sr3.metrics.perceptual`).
     """
     sampler = sampler or pipe.sampler_config()
     if batch_size < 1:
         raise SR3Error("the evaluation batch size must be at least 1")
+    if perceptual and len(pairs) < 2:
+        raise SR3Error(f"perceptual figures need at least 2 images (FID, and the fool rate's two halves); got {len(pairs)}")
+    net = load_inception(pipe.device) if perceptual else None  # before sampling: a missing extra fails at once
     scale = pipe.scale
     model_rows, bicubic_rows, seconds = [], [], 0.0
+    kept: dict[str, list[torch.Tensor]] = {"sr": [], "bicubic": [], "hr": []}
     for first, group in same_size_batches(pairs, batch_size):
         if on_image:
             on_image(group[0].name if len(group) == 1 else f"{group[0].name}..{group[-1].name}")
@@ -141,11 +149,23 @@ def evaluate(
         sr = pipe.super_resolve(lr, seeds, sampler, progress).cpu()
         seconds += time.perf_counter() - start
         for pair, out in zip(group, sr):
-            model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale)})
+            wanted = perceptual is not None
+            model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
             bicubic = imresize(pair.lr, scale=scale).clamp(-1, 1)
-            bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale)})
+            bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale, wanted)})
+            if wanted:  # the outputs as saved, for the set-level figures
+                kept["sr"].append(quantize(out))
+                kept["bicubic"].append(quantize(bicubic))
+                kept["hr"].append(pair.hr)
+    sets = {"sr": {}, "bicubic": {}}
+    if perceptual is not None:
+        patch = fid_patch(kept["hr"], perceptual)
+        reference = reference_features(kept["hr"], patch, scale, net, perceptual.cache_dir)
+        for method in sets:
+            sets[method] = set_scores(kept[method], kept["hr"], kept["bicubic"], scale, reference, patch, net, perceptual)
     return {
         **mean_scores(model_rows),
+        **sets["sr"],
         "n_images": len(pairs),
         "scale": scale,
         "sampler": sampler.name,
@@ -157,5 +177,5 @@ def evaluate(
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,
-        "bicubic": {**mean_scores(bicubic_rows), "n_images": len(pairs), "per_image": bicubic_rows},
+        "bicubic": {**mean_scores(bicubic_rows), **sets["bicubic"], "n_images": len(pairs), "per_image": bicubic_rows},
     }

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from sr3.config import SamplerConfig
 from sr3.errors import SR3Error
 from sr3.evaluate import EvalPair, evaluate
-from sr3.metrics.scores import SR_METRICS
+from sr3.metrics.scores import metric_names
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations, steps_for_nfe
 from sr3.schedules import gamma_to_sigma, karras_sigmas, training_gammas
@@ -87,7 +87,7 @@ def search(
     scored = []
     for c in candidates(pipe, steps):
         r = evaluate(pipe, list(pairs), dataclasses.replace(base, sigmas=c.sigmas), seed)
-        c.scores = {name: r[name] for name in SR_METRICS}
+        c.scores = {name: r[name] for name in metric_names()}
         c.score = score(c, reference)
         scored.append(c)
         if on_candidate:
@@ -104,4 +104,4 @@ def sampler_overrides(sampler: str, best: Candidate) -> list[str]:
 def reference_run(pipe: SR3Pipeline, pairs: Sequence[EvalPair], spec: SamplerConfig, seed: int = 0) -> dict:
     """The mean metrics of a reference sampler run (e.g. 1000-step ancestral) on the search images."""
     r = evaluate(pipe, list(pairs), spec, seed)
-    return {**{name: r[name] for name in SR_METRICS}, "sampler": spec.name, "steps": spec.steps}
+    return {**{name: r[name] for name in metric_names()}, "sampler": spec.name, "steps": spec.steps}

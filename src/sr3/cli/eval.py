@@ -16,6 +16,8 @@ EXAMPLES = """examples:
   sr3 eval --model natural-4x --hr Set5/HR --lr Set5/LRbicx4 --scale 4 --json set5.json
   sr3 eval --model runs/t91 --hr B100/HR --scale 4 --steps 100 --sampler ddpm
   sr3 eval --model faces-8x --hr UTKFace/images --scale 8 --holdout     # the model's held-out faces
+  sr3 eval --model natural-4x --hr B100/HR --scale 4 --perceptual        # ST-LPIPS, FID/KID, fool rates too
+  sr3 eval --model natural-4x --hr RealSR/HR --lr RealSR/LR --scale 4    # real camera pairs
 """
 
 
@@ -39,6 +41,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--batch", type=int, default=1, help="images of one size sampled together (faster on a GPU)")
+    p.add_argument("--perceptual", action="store_true",
+                   help="also ST-LPIPS per image, FID/KID and the classifier fool rates of the set "
+                   "(needs the FID extra: pip install 'sr3[fid]')")
+    p.add_argument("--patch", type=int, default=128,
+                   help="FID/KID crop side when the HR images differ in size (default 128; same-size sets use whole images)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="HR feature cache folder")
     p.add_argument("--json", help="write all figures, per image too, to this JSON file")
     p.add_argument("--quiet", action="store_true")
 
@@ -47,7 +55,7 @@ def format_table(result: dict) -> str:
     """The mean metrics of the model and bicubic as an aligned text table."""
     from sr3.metrics.scores import format_scores, score_header
 
-    lines = [f"{'method':<10}{score_header()}"]
+    lines = [f"{'method':<10}{score_header(result)}"]
     for name, r in (("sr3", result), ("bicubic", result["bicubic"])):
         lines.append(f"{name:<10}{format_scores(r)}")
     nfe = result["nfe"]
@@ -56,7 +64,19 @@ def format_table(result: dict) -> str:
     if result["precision"] != "fp32":
         how += f", {result['precision']}"
     lines.append(f"{result['n_images']} images, {how}, {result['seconds_per_image']:.2f} s/image")
+    if "fid" in result:
+        lines += ["", f"{'method':<10}{'FID':>9}{'KID':>17}{'fool rate':>22}{'fool rate, LR shown':>24}"]
+        for name, r in (("sr3", result), ("bicubic", result["bicubic"])):
+            lines.append(f"{name:<10}{r['fid']:>9.2f}{r['kid']:>9.4f} ± {r['kid_std']:.4f}{_rate(r, 'fool_rate'):>22}"
+                         f"{_rate(r, 'fool_rate_lr'):>24}")
+        crops = "whole images" if not result["fid_patch"] else f"{result['fid_patch']}-px crops"
+        lines.append(f"FID/KID on {result['fid_n']} {crops} against the HR ones; classifier fool rate (2AFC, 50% = "
+                     f"indistinguishable) on {result['fool_rate_n']} crop pairs of the odd-numbered images, 95% interval")
     return "\n".join(lines)
+
+
+def _rate(r: dict, key: str) -> str:
+    return f"{100 * r[key]:.1f}% [{100 * r[key + '_low']:.1f}, {100 * r[key + '_high']:.1f}]"
 
 
 def _count(n: int, noun: str) -> str:
@@ -65,21 +85,23 @@ def _count(n: int, noun: str) -> str:
 
 def run(args: argparse.Namespace) -> None:
     from sr3.evaluate import evaluate, model_pairs, same_size_batches
+    from sr3.metrics.perceptual import PerceptualConfig
     from sr3.pipeline import SR3Pipeline
 
     check_json(args.json)
     check_tile(args.tile, "--tile")
-    check_at_least_one(steps=args.steps, batch=args.batch)
+    check_at_least_one(steps=args.steps, batch=args.batch, patch=args.patch)
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
     warn_slow_bf16(pipe)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation)
     sampler = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
+    perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
     with tqdm(total=len(same_size_batches(pairs, args.batch)) * sampler.steps, unit="step", disable=args.quiet) as bar:
         result = evaluate(
             pipe, pairs, sampler, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
-            batch_size=args.batch,
+            batch_size=args.batch, perceptual=perceptual,
         )
     result["model"] = str(args.model)
     print(format_table(result))

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> None:
         print(f"reference {args.reference}: PSNR-Y {reference['psnr_y']:.2f}  consistency {reference['consistency']:.2e}")
     with tqdm(desc="grids", unit="grid", disable=args.quiet) as bar:
         ranked = search(pipe, pairs, args.sampler, args.nfe, reference, args.seed, lambda _: bar.update(), args.colour_fix)
-    print(f"{'rho':>5}{'sigma_max':>11}{'sigma_min':>11}{score_header()}{'score':>9}")
+    print(f"{'rho':>5}{'sigma_max':>11}{'sigma_min':>11}{score_header(ranked[0].scores)}{'score':>9}")
     for c in ranked[:5]:
         print(f"{c.rho:>5g}{c.sigma_max:>11.4g}{c.sigma_min:>11.4g}{format_scores(c.scores)}{c.score:>9.3f}")
     best = ranked[0]

@@ -40,9 +40,9 @@ class _Block(nn.Module):
 class SmallResNet(nn.Module):
     """A ResNet of four stages (width, 2x, 4x, 8x), one block each, global pooling and a linear head."""
 
-    def __init__(self, num_classes: int, width: int = 32):
+    def __init__(self, num_classes: int, width: int = 32, in_channels: int = 3):
         super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, 1, 1, bias=False), _norm(width), nn.ReLU())
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, width, 3, 1, 1, bias=False), _norm(width), nn.ReLU())
         widths = [width, 2 * width, 4 * width, 8 * width]
         blocks, c = [], width
         for i, w in enumerate(widths):
@@ -85,10 +85,10 @@ def train_classifier(
     cfg: CASConfig = CASConfig(),
     progress: Callable[[int], None] | None = None,
 ) -> nn.Module:
-    """A classifier trained on `images` [N, 3, H, W] in [-1, 1]: AdamW, cosine learning rate, label smoothing 0.1."""
+    """A classifier trained on `images` [N, C, H, W] in [-1, 1]: AdamW, cosine learning rate, label smoothing 0.1."""
     torch.manual_seed(cfg.seed)
     generator = torch.Generator().manual_seed(cfg.seed)
-    net = SmallResNet(num_classes, cfg.width)
+    net = SmallResNet(num_classes, cfg.width, images.shape[1])
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     steps_per_epoch = -(-len(images) // cfg.batch_size)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, cfg.lr, total_steps=cfg.epochs * steps_per_epoch)
