@@ -1,7 +1,9 @@
 """Image quality against network evaluations (NFE) and time: each sampler at each NFE on one SR test set.
 
 Prints PSNR/SSIM (Y), consistency and seconds per image for every (sampler, NFE), bicubic and an optional
-reference run (e.g. 1000-step ancestral), and saves the table as JSON and a plot as PNG.
+reference run (e.g. 1000-step ancestral), and saves the table as JSON and a plot as PNG. With
+`--perceptual`, also ST-LPIPS, FID/KID and the classifier fool rates (`sr3 eval --perceptual`), and
+`--plane` draws the perception-distortion plane: PSNR-Y against ST-LPIPS and against FID.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
+from sr3.metrics.perceptual import PerceptualConfig
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import SAMPLERS, network_evaluations, parse_sampler_spec, steps_for_nfe
 
@@ -49,26 +52,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=1, help="images of one size sampled together")
     p.add_argument("--json", help="write the table here")
     p.add_argument("--plot", help="save a PNG plot of PSNR-Y and consistency against NFE and seconds per image")
+    p.add_argument("--perceptual", action="store_true", help="also ST-LPIPS, FID/KID and the fool rates (needs sr3[fid])")
+    p.add_argument("--patch", type=int, default=128, help="FID crop side when HR sizes differ (default 128)")
+    p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="HR feature cache folder")
+    p.add_argument("--plane", help="with --perceptual: save the perception-distortion plane as PNG")
     return p.parse_args(argv)
+
+
+PERCEPTUAL_KEYS = ("st_lpips", "fid", "kid", "kid_std", "fid_n", "fid_patch", "fool_rate", "fool_rate_low",
+                   "fool_rate_high", "fool_rate_n", "fool_rate_lr", "fool_rate_lr_low", "fool_rate_lr_high")
 
 
 def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
     cfg = pipe.sampler_config(steps, sampler, args.tile, args.colour_fix)
     if args.schedule:
         cfg = dataclasses.replace(cfg, schedule=args.schedule, sigmas=[])
-    r = evaluate(pipe, pairs, cfg, args.seed, batch_size=args.batch)
-    row = {k: r[k] for k in ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe")}
+    perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
+    r = evaluate(pipe, pairs, cfg, args.seed, batch_size=args.batch, perceptual=perceptual)
+    keys = ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe") + (PERCEPTUAL_KEYS if args.perceptual else ())
+    row = {k: r[k] for k in keys}
     schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
     return {"sampler": sampler, "steps": steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **row,
             "bicubic": r["bicubic"]}
 
 
 def print_row(name: str, row: dict) -> None:
-    print(
-        f"{name:<12}{row['nfe']:>6}{row['psnr_y']:>9.2f}{row['ssim_y']:>9.4f}{row['consistency']:>12.2e}"
-        f"{row['seconds_per_image']:>10.2f}",
-        flush=True,
-    )
+    perceptual = f"{row['st_lpips']:>10.4f}{row['fid']:>9.2f}{100 * row['fool_rate']:>7.1f}%" if "fid" in row else ""
+    nfe = row.get("nfe", "")
+    seconds = f"{row['seconds_per_image']:>10.2f}" if "seconds_per_image" in row else f"{'':>10}"
+    print(f"{name:<12}{nfe:>6}{row['psnr_y']:>9.2f}{row['ssim_y']:>9.4f}{row['consistency']:>12.2e}{seconds}{perceptual}",
+          flush=True)
+
+
+def plot_plane(rows: list[dict], reference: dict | None, bicubic: dict, path: str, title: str) -> None:
+    """The perception-distortion plane: PSNR-Y against ST-LPIPS and against FID, a curve per sampler over NFE."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
+    for ax, key, label in ((axes[0], "st_lpips", "ST-LPIPS (lower is better)"), (axes[1], "fid", "FID (lower is better)")):
+        for sampler in dict.fromkeys(r["sampler"] for r in rows):
+            mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
+            ax.plot([r["psnr_y"] for r in mine], [r[key] for r in mine], "o-", label=sampler)
+            for r in mine:
+                ax.annotate(f"{r['nfe']} ({r['seconds_per_image']:.1f}s)", (r["psnr_y"], r[key]), fontsize=7,
+                            textcoords="offset points", xytext=(3, 3))
+        ax.plot([bicubic["psnr_y"]], [bicubic[key]], "s", color="grey", label="bicubic")
+        if reference:
+            ax.plot([reference["psnr_y"]], [reference[key]], "*", ms=12, color="black",
+                    label=f"{reference['sampler']} {reference['steps']} steps")
+        ax.set(xlabel="PSNR-Y (dB, higher is better)", ylabel=label)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    crops = "whole images" if not rows[0].get("fid_patch") else f"{rows[0]['fid_patch']}-px crops"
+    fig.suptitle(f"{title}; FID on {rows[0]['fid_n']} {crops}; points: NFE (seconds per image)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def plot(rows: list[dict], reference: dict | None, bicubic: dict, path: str, title: str) -> None:
@@ -122,11 +163,14 @@ def main(argv: list[str] | None = None) -> int:
         if not nfes or nfes[0] < 1:
             raise SR3Error("--nfe values must be at least 1")
         check_tile(args.tile, "--tile")
+        if args.plane and not args.perceptual:
+            raise SR3Error("--plane draws perceptual figures: add --perceptual")
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
         warn_slow_bf16(pipe)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
-        print(f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}")
+        header = f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}"
+        print(header + (f"{'ST-LPIPS':>10}{'FID':>9}{'fooled':>8}" if args.perceptual else ""))
         reference = None
         if args.reference:
             name, steps = parse_sampler_spec(args.reference)
@@ -141,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(run_one(pipe, pairs, sampler, steps, args))
                 print_row(sampler, rows[-1])
         bicubic = (reference or rows[0])["bicubic"]
-        print(f"{'bicubic':<12}{'':>6}{bicubic['psnr_y']:>9.2f}{bicubic['ssim_y']:>9.4f}{bicubic['consistency']:>12.2e}")
+        print_row("bicubic", bicubic)
         result = {
             "model": str(args.model),
             "images": len(pairs),
@@ -152,13 +196,15 @@ def main(argv: list[str] | None = None) -> int:
             "precision": args.precision,
             "batch": args.batch,
             "reference": reference,
-            "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency")},
+            "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency", *PERCEPTUAL_KEYS) if k in bicubic},
             "rows": [{k: v for k, v in r.items() if k != "bicubic"} for r in rows],
         }
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         if args.plot:
             plot(rows, reference, bicubic, args.plot, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+        if args.plane:
+            plot_plane(rows, reference, bicubic, args.plane, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
     except SR3Error as exc:
         print(f"quality_vs_nfe: error: {exc}", file=sys.stderr)
         return 2

@@ -191,3 +191,18 @@ def test_help_builds_without_torch():
     subprocess.run([sys.executable, "-c", code], check=True)
     out = subprocess.run([sys.executable, "-m", "sr3.cli.main", "upscale", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "ddpm | ddim | euler | heun | dpmpp_2m" in out.stdout
+
+
+def test_compare_writes_a_contact_sheet(trained_run, tmp_path):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("coffee", "chelsea"):
+        photo(name).resize((48, 32)).save(hr / f"{name}.png")
+    out = tmp_path / "sheet.png"
+    assert main(["compare", str(hr), "--hr", "-o", str(out), "--method", str(trained_run),
+                 "--method", f"{trained_run}:ddpm:2", "--panel", "64", "--quiet"]) == 0
+    sheet = Image.open(out)
+    # 5 columns (LR, bicubic, two methods, HR) of 64 px with 4-px gaps; per row a 64x43 panel and its 64-px zoom
+    assert sheet.width == 5 * 64 + 4 * 4 and sheet.height == 16 + 2 * (43 + 2 + 64 + 4)
+    assert main(["compare", str(hr), "-o", str(out), "--method", "nope:x"]) == 2
+    assert main(["compare", str(hr), "-o", str(out), "--method", str(trained_run), "--zoom", "2,0,1"]) == 2

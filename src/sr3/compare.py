@@ -1,0 +1,115 @@
+"""Contact sheets: one row per image, one column per method (LR, bicubic, models or sampler settings, HR),
+each panel with a zoomed crop below it, so people can look rather than read.
+
+A method is `MODEL` or `MODEL:SAMPLER:STEPS` (e.g. `natural-4x:ddpm:25`); `bicubic`, the LR image shown by
+nearest-neighbour (`lr`) and the HR image (`hr`, when there is one) are columns too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from PIL import Image, ImageDraw
+
+from sr3.errors import SR3Error
+from sr3.imaging import imresize, to_pil, to_tensor
+from sr3.pipeline import SR3Pipeline
+from sr3.samplers import SAMPLERS
+
+PANEL = 256  # sheet width of one panel in pixels
+LABEL = 16  # height of a column's title strip
+
+
+@dataclass(frozen=True)
+class Method:
+    """A column of the sheet: a shipped model or run, optionally with its sampler and step count."""
+
+    model: str
+    sampler: str | None = None
+    steps: int | None = None
+
+    @property
+    def label(self) -> str:
+        return self.model if self.sampler is None else f"{self.model} {self.sampler} {self.steps}"
+
+
+def parse_method(spec: str) -> Method:
+    """`MODEL` or `MODEL:SAMPLER:STEPS`."""
+    parts = spec.split(":")
+    if len(parts) == 1 and parts[0]:
+        return Method(parts[0])
+    if len(parts) == 3 and parts[0] and parts[1] in SAMPLERS and parts[2].isdigit() and int(parts[2]) > 0:
+        return Method(parts[0], parts[1], int(parts[2]))
+    raise SR3Error(f"a method must be MODEL or MODEL:SAMPLER:STEPS, e.g. natural-4x:ddpm:25; got {spec}")
+
+
+def run_methods(
+    methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, load: Callable[[str], SR3Pipeline],
+    tile: int | None = None, on_done: Callable[[], None] | None = None,
+) -> list[list[Image.Image]]:
+    """Every method's output of every LR image (image i sampled with seed + i), as [method][image]."""
+    out = []
+    for method in methods:
+        pipe = load(method.model)
+        row = []
+        for i, lr in enumerate(lrs):
+            row.append(pipe.upscale(lr, method.steps, method.sampler, seed + i, tile=tile))
+            if on_done:
+                on_done()
+        out.append(row)
+    return out
+
+
+def bicubic(lr: Image.Image, size: tuple[int, int]) -> Image.Image:
+    """The MATLAB-style bicubic upsample of an LR image to (width, height)."""
+    return to_pil(imresize(to_tensor(lr.convert("RGB")), size=(size[1], size[0])).clamp(-1, 1))
+
+
+def zoom_box(size: tuple[int, int], centre: tuple[float, float], fraction: float) -> tuple[int, int, int, int]:
+    """A square box of `fraction` of the shorter side, centred at `centre` (fractions of width and height)."""
+    w, h = size
+    side = max(4, round(min(w, h) * fraction))
+    left = min(max(0, round(centre[0] * w - side / 2)), w - side)
+    top = min(max(0, round(centre[1] * h - side / 2)), h - side)
+    return left, top, left + side, top + side
+
+
+def cell(image: Image.Image, box: tuple[int, int, int, int], panel: int) -> Image.Image:
+    """A panel: the image fitted to `panel` pixels wide with the zoom box outlined, and the box enlarged below."""
+    image = image.convert("RGB")
+    scale = panel / image.width
+    shown = image.resize((panel, max(1, round(image.height * scale))), Image.BICUBIC)
+    draw = ImageDraw.Draw(shown)
+    draw.rectangle([round(v * scale) for v in box], outline=(255, 64, 64), width=2)
+    zoomed = image.crop(box).resize((panel, panel), Image.NEAREST)
+    out = Image.new("RGB", (panel, shown.height + panel + 2), "white")
+    out.paste(shown, (0, 0))
+    out.paste(zoomed, (0, shown.height + 2))
+    return out
+
+
+def contact_sheet(columns: Sequence[str], rows: Sequence[Sequence[Image.Image]], boxes: Sequence[tuple[int, int, int, int]],
+                  panel: int = PANEL) -> Image.Image:
+    """The sheet: a title strip, then one row of cells per image ([row][column] images of one size per row)."""
+    cells = [[cell(im, box, panel) for im in row] for row, box in zip(rows, boxes)]
+    heights = [max(c.height for c in row) for row in cells]
+    gap = 4
+    sheet = Image.new("RGB", (len(columns) * (panel + gap) - gap, LABEL + sum(h + gap for h in heights)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for j, title in enumerate(columns):
+        draw.text((j * (panel + gap) + 2, 2), title, fill=(0, 0, 0))
+    top = LABEL
+    for row, height in zip(cells, heights):
+        for j, c in enumerate(row):
+            sheet.paste(c, (j * (panel + gap), top))
+        top += height + gap
+    return sheet
+
+
+def check_same_scale(pipes: Sequence[SR3Pipeline]) -> int:
+    """The one scale all the methods' models share, or an SR3Error naming them."""
+    scales = sorted({p.scale for p in pipes})
+    if len(scales) != 1:
+        raise SR3Error(f"the methods upscale by different factors ({', '.join(f'x{s}' for s in scales)}); compare one at a time")
+    return scales[0]
