@@ -46,7 +46,7 @@ def test_cascade_samples_every_stage_at_its_size(cascade_dir):
     cascade = Cascade.load(cascade_dir)
     stages = cascade.sample(torch.tensor([0, 1]), [3, 4])
     assert [s.shape for s in stages] == [(2, 3, 16, 16), (2, 3, 32, 32)]
-    assert cascade.network_evaluations() == 5 and cascade.resolution == 32
+    assert cascade.sampling_steps() == 5 and cascade.resolution == 32
     again = cascade.sample(torch.tensor([0, 1]), [3, 4])
     assert torch.equal(stages[-1], again[-1])
     base = SR3Pipeline.load(cascade_dir / "base.safetensors")
@@ -73,7 +73,7 @@ def test_truncated_hand_over_is_the_noisy_base_sample(cascade_dir):
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["1.aug_level=0.5", "0.aug_level=0.1"], "stage 0 has nothing to augment"),
+        (["1.aug_level=0.5", "0.aug_level=0.1"], "stage 0 has no LR image"),
         (["1.truncate=true", "1.aug_level=0"], "truncate needs aug_level > 0"),
         (["2.steps=3"], "only 2 stages"),
         (["1.stepz=3"], "unknown config key"),

@@ -97,3 +97,12 @@ def test_networks_are_chosen_by_name_and_old_checkpoints_load(tmp_path):
     assert loaded_cfg.model.arch == "unet"
     assert all(torch.equal(a, b) for a, b in zip(net.state_dict().values(), loaded.state_dict().values()))
     assert SR3Pipeline.load(tmp_path / "old.safetensors").multiple == net.downscale_factor
+
+
+def test_export_refuses_a_sampler_that_cannot_sample_the_model(tmp_path):
+    cfg = load_config("tiny")
+    net = UNet(cfg.model)
+    run = tmp_path / "run"
+    _save(run, 1, cfg, net, torch.optim.AdamW(net.parameters()))
+    with pytest.raises(SR3Error, match="sampler 'regression' does not sample a diffusion model"):
+        export_weights(run, tmp_path / "x.safetensors", overrides=["sampler.name=regression"])

@@ -66,3 +66,13 @@ def test_precision_names_are_one_vocabulary():
     assert tuple(AUTOCAST_DTYPES) == tuple(ACCELERATE_NAMES) == PRECISIONS
     with pytest.raises(SR3Error, match="must be one of fp32, bf16, fp16"):
         load_config("tiny", ["train.precision=no"])
+
+
+def test_an_unset_tile_of_older_checkpoints_keeps_its_128_pixel_tiles():
+    from sr3.config import config_from_dict, to_dict
+
+    old = to_dict(load_config("tiny"))
+    del old["sampler"]["colour_fix"]
+    old["sampler"]["tile"] = 0  # the old default, which sr3 upscale replaced by 128
+    assert config_from_dict(old).sampler.tile == 128
+    assert config_from_dict({"sampler": {"tile": 0, "colour_fix": True}}).sampler.tile == 0  # today's 0: whole images

@@ -203,3 +203,16 @@ def test_truncated_grid_stops_at_the_level(schedule):
     assert float(sigmas[0]) == pytest.approx(float(gamma_to_sigma(gammas[-1])))
     with pytest.raises(SR3Error, match="cannot be truncated"):
         sampling_sigmas(SamplerConfig(sigmas=[3.0, 1.0]), noise, stop_level=0.3)
+
+
+def test_equivalent_level_meets_at_the_same_gamma():
+    from sr3.schedules import equivalent_level, level_gamma
+
+    linear = training_gammas(NoiseConfig())
+    cosine = training_gammas(NoiseConfig(schedule="cosine", timesteps=1000))
+    for level in (0.0, 0.05, 0.1, 0.3, 0.7):
+        other = equivalent_level(level, linear, cosine)
+        assert float(level_gamma(torch.tensor([other], dtype=torch.float64), cosine)[0]) == pytest.approx(
+            float(level_gamma(torch.tensor([level], dtype=torch.float64), linear)[0]), rel=1e-9)
+    assert equivalent_level(0.1, linear, linear) == pytest.approx(0.1, abs=1e-12)
+    assert equivalent_level(0.1, linear, cosine) > 0.1  # the cosine schedule keeps more signal early on

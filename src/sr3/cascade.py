@@ -30,6 +30,7 @@ from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline
 from sr3.pretrained import resolve_cascade
+from sr3.schedules import equivalent_level, training_gammas
 
 
 @dataclass(frozen=True)
@@ -105,8 +106,8 @@ class Cascade:
     def resolution(self) -> int:
         return self.pipelines[-1].cfg.data.hr_size
 
-    def network_evaluations(self, first: int = 0) -> int:
-        """Network evaluations per image over the stages from `first` on (progress totals)."""
+    def sampling_steps(self, first: int = 0) -> int:
+        """Sampler steps per image over the stages from `first` on: the progress callbacks a sample makes."""
         return sum(self.stage_sampler(i).steps for i in range(first, len(self.pipelines)))
 
     def stage_sampler(self, index: int) -> SamplerConfig:
@@ -146,9 +147,11 @@ class Cascade:
         return outputs
 
     def sample_base(self, labels: torch.Tensor | None, seeds: Sequence[int], progress=None) -> torch.Tensor:
-        """Stage 0's output: finished, or stopped at stage 1's level when stage 1 is truncated."""
-        stages = self.cfg.stages
-        stop = stages[1].aug_level if len(stages) > 1 and stages[1].truncate else 0.0
+        """Stage 0's output: finished, or stopped where stage 1's schedule puts its level when stage 1 is truncated."""
+        stages, pipes = self.cfg.stages, self.pipelines
+        stop = 0.0
+        if len(stages) > 1 and stages[1].truncate:  # meet at stage 1's gamma, whatever schedule the base trained on
+            stop = equivalent_level(stages[1].aug_level, training_gammas(pipes[1].cfg.noise), training_gammas(pipes[0].cfg.noise))
         sampler = self.stage_sampler(0)
         return self.pipelines[0].generate(len(seeds), seeds, sampler, labels, progress, stages[0].guidance, stop)
 
@@ -171,8 +174,8 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
     for k, (stage, pipe) in enumerate(zip(cfg.stages, pipes)):
         m, data = pipe.cfg.model, pipe.cfg.data
         if k == 0:
-            if stage.aug_level or stage.truncate:
-                raise SR3Error("stage 0 has nothing to augment: aug_level and truncate belong to SR stages")
+            if stage.aug_level or stage.truncate or stage.colour_fix is not None:
+                raise SR3Error("stage 0 has no LR image: aug_level, truncate and colour_fix belong to SR stages")
             continue
         if not m.is_sr:
             raise SR3Error(f"stage {k} must be an SR model")
@@ -186,6 +189,8 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
         check_aug_level(stage.aug_level, f"stage {k}: aug_level")
         if stage.truncate and (k != 1 or stage.aug_level <= 0):
             raise SR3Error(f"stage {k}: truncate needs aug_level > 0 and a base model right below (stage 1 only)")
+        if stage.truncate and stage.colour_fix:
+            raise SR3Error(f"stage {k}: a truncated stage's input is a noisy latent; it cannot be colour-fixed")
 
 
 def class_index(label: str, names: Sequence[str], titles: Sequence[str], num_classes: int) -> int:

@@ -22,6 +22,7 @@ from safetensors.torch import load_file, safe_open, save_file
 from sr3.config import Config, config_from_dict, to_dict
 from sr3.errors import SR3Error
 from sr3.models import build_network
+from sr3.samplers import check_fits
 
 EMA_FILE, STATE_FILE, STATE_JSON = "ema.safetensors", "train_state.safetensors", "train_state.json"
 PREFIX = "step-"
@@ -139,6 +140,8 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True, override
         raise SR3Error(f"an export may only change the sampler settings; got {', '.join(bad)}")
     cfg, weights, step = read_weights(src)
     cfg = config_from_dict(to_dict(cfg), list(overrides))
+    if not cfg.noise.regression:  # a regression model always samples with `regression`, whatever it names
+        check_fits(cfg.sampler.name, regression=False)
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise SR3Error(f"export to a .safetensors file; got {dst}")

@@ -315,7 +315,12 @@ def read_config_file(path_or_preset: str) -> dict[str, Any]:
 
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict of an older sr3 in today's keys: `train.mixed_precision` (no | bf16 | fp16) became
-    `train.precision` (fp32 | bf16 | fp16). Checkpoints keep loading; new keys take their defaults."""
+    `train.precision` (fp32 | bf16 | fp16), and a `sampler.tile` of 0 written before `sampler.colour_fix`
+    existed was the unset default, which the command line sampled in 128-pixel tiles. Checkpoints keep
+    loading; new keys take their defaults. `key=value` overrides are in today's keys."""
+    sampler = data.get("sampler")
+    if isinstance(sampler, dict) and "colour_fix" not in sampler and sampler.get("tile") == 0:
+        data = {**data, "sampler": {**sampler, "tile": SamplerConfig.tile}}
     train = data.get("train")
     if isinstance(train, dict) and "mixed_precision" in train:
         train = dict(train)

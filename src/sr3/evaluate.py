@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sr3.conditioning import upsample
 from sr3.config import SamplerConfig
 from sr3.data.degradations import degrade, get_degradation
 from sr3.data.pairs import seeded_generator, split_files
@@ -90,16 +91,19 @@ def model_pairs(
     lr_dir: str | Path | None,
     holdout: bool,
     limit: int | None,
-    degradation: str = "bicubic",
+    degradation: str | None = None,
+    seed: int = 0,
 ) -> list[EvalPair]:
-    """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained."""
+    """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained; LR
+    made by `degradation` (default: the model's own `data.degradation`) with per-image seeds from `seed`."""
     data = pipe.cfg.data
     if holdout and data.holdout <= 0:
         raise SR3Error(f"model {model} was trained without a held-out split (data.holdout = 0)")
     if limit is not None and limit < 1:
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if holdout and data.mode != "crops" else None
-    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation)
+    degradation = degradation or data.degradation
+    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
 
 
 def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int, list[EvalPair]]]:
@@ -151,7 +155,7 @@ def evaluate(
         for pair, out in zip(group, sr):
             wanted = perceptual is not None
             model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
-            bicubic = imresize(pair.lr, scale=scale).clamp(-1, 1)
+            bicubic = upsample(pair.lr, scale).clamp(-1, 1)
             bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale, wanted)})
             if wanted:  # the outputs as saved, for the set-level figures
                 kept["sr"].append(quantize(out))

@@ -19,6 +19,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from sr3.errors import SR3Error
 
+GREY_WEIGHTS = (0.299, 0.587, 0.114)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
 
 # PIL modes of 16-bit images (some Pillow versions open 16-bit PNGs as 32-bit 'I'); their values span 0..65535.
@@ -100,8 +101,9 @@ def join_upscaled(rgb: torch.Tensor, part: UpscaleInput, size: tuple[int, int] |
     size = size or (rgb.shape[-1], rgb.shape[-2])
     if size != (rgb.shape[-1], rgb.shape[-2]):
         rgb = imresize(rgb, size=(size[1], size[0]))
+    if part.gray:  # ITU-R 601 luma, as PIL's convert("L"), taken before the rounding
+        rgb = (torch.tensor(GREY_WEIGHTS, dtype=rgb.dtype).view(3, 1, 1) * rgb).sum(dim=0, keepdim=True)
     image = to_pil(rgb)
-    image = image.convert("L") if part.gray else image
     if part.alpha is not None:
         image.putalpha(resize_plane(part.alpha, size))
     if part.icc_profile:

@@ -29,7 +29,7 @@ from sr3.guidance import ClassifierFreeGuidance
 from sr3.imaging import imresize, join_upscaled, pad_to_multiple, split_for_upscale, to_tensor
 from sr3.noise import PerSampleNoise, initial_noise
 from sr3.pretrained import resolve_model
-from sr3.samplers import get_sampler, run_sampler
+from sr3.samplers import check_fits, run_sampler
 from sr3.schedules import sampling_sigmas
 from sr3.tiling import TiledDenoiser
 
@@ -78,10 +78,7 @@ class SR3Pipeline:
         if self.cfg.noise.regression:
             cfg = dataclasses.replace(cfg, name="regression", sigmas=[])
         name = sampler or cfg.name
-        if get_sampler(name).regression != self.cfg.noise.regression:
-            kind = "regression" if self.cfg.noise.regression else "diffusion"
-            raise SR3Error(f"sampler '{name}' does not sample a {kind} model")
-        steps = get_sampler(name).fixed_steps or steps
+        steps = check_fits(name, self.cfg.noise.regression).fixed_steps or steps
         if steps is not None and steps != cfg.steps:
             cfg = dataclasses.replace(cfg, steps=steps, sigmas=[])
         check_tile(tile)

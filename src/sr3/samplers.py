@@ -151,6 +151,15 @@ def get_sampler(name: str) -> Sampler:
     return SAMPLERS[name]
 
 
+def check_fits(name: str, regression: bool) -> Sampler:
+    """The sampler `name`, if it samples this kind of model (regression or diffusion), else an SR3Error."""
+    sampler = get_sampler(name)
+    if sampler.regression != regression:
+        kind = "regression" if regression else "diffusion"
+        raise SR3Error(f"sampler '{name}' does not sample a {kind} model")
+    return sampler
+
+
 def network_evaluations(name: str, steps: int) -> int:
     """NFE of sampler `name` over `steps` grid intervals."""
     return get_sampler(name).nfe(steps)

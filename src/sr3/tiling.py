@@ -31,7 +31,7 @@ def ramp(length: int, overlap: int, device=None) -> torch.Tensor:
 
 
 class TiledDenoiser:
-    """Wraps a denoiser to run on `tile` x `tile` windows (a multiple of the U-Net factor), `batch` windows per call."""
+    """Wraps a denoiser to run on `tile` x `tile` windows (a multiple of the network's downscale factor), `batch` windows per call."""
 
     def __init__(self, denoiser, tile: int, overlap: int, batch: int = 4):
         if not 0 <= overlap < tile:

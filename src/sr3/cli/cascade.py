@@ -83,8 +83,8 @@ def run(args: argparse.Namespace) -> None:
     variants = [cascade.replace_stage(stage, aug_level=v, truncate=args.truncate and v > 0) for v in levels]
     names = [f"level-{v:g}" for v in levels] + (["bicubic"] if args.bicubic else [])
     features: list[list] = [[] for _ in names]
-    per_image = sum(v.network_evaluations(0 if args.truncate else 1) for v in variants)
-    per_image += 0 if args.truncate else cascade.network_evaluations() - cascade.network_evaluations(1)
+    per_image = sum(v.sampling_steps(0 if args.truncate else 1) for v in variants)
+    per_image += 0 if args.truncate else cascade.sampling_steps() - cascade.sampling_steps(1)
     with tqdm(total=args.num * per_image, unit="step", disable=args.quiet) as bar:
         for first in range(0, args.num, args.batch_size):
             count = min(args.batch_size, args.num - first)

@@ -28,8 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", required=True, help="shipped model name, run directory, checkpoint folder or .safetensors file")
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", help="folder of LR images with the same names (default: made from HR by --degradation)")
-    p.add_argument("--degradation", default="bicubic",
-                   help="how LR images are made from HR when --lr is not given (default: bicubic, MATLAB-style)")
+    p.add_argument("--degradation",
+                   help="how LR images are made from HR when --lr is not given (default: the model's data.degradation, "
+                   "bicubic for the shipped models)")
     p.add_argument("--scale", required=True, type=int, help="SR factor; must match the model")
     p.add_argument(
         "--holdout",
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> None:
     warn_slow_bf16(pipe)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
-    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation)
+    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed)
     sampler = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
     perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
     with tqdm(total=len(same_size_batches(pairs, args.batch)) * sampler.steps, unit="step", disable=args.quiet) as bar:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_precision_flag, warn_slow_bf16
+from sr3.cli.common import add_precision_flag, check_at_least_one, warn_slow_bf16
 from sr3.errors import SR3Error
 from sr3.samplers import SAMPLERS
 
@@ -72,8 +72,7 @@ def run(args: argparse.Namespace) -> None:
     from sr3.cascade import class_index
     from sr3.imaging import to_pil
 
-    if args.num < 1 or args.batch_size < 1 or (args.steps is not None and args.steps < 1):
-        raise SR3Error("-n, --batch-size and --steps must be at least 1")
+    check_at_least_one(num=args.num, batch_size=args.batch_size, steps=args.steps)
     out = Path(args.output)
     if out.is_file():
         raise SR3Error(f"output {out} is a file, not a folder")
@@ -89,7 +88,7 @@ def run(args: argparse.Namespace) -> None:
         index = class_index(args.label, cascade.class_names, cascade.cfg.class_titles, cascade.num_classes)
     out.mkdir(parents=True, exist_ok=True)
     prefix = cascade.class_names[index] if index is not None and cascade.class_names else (args.label or "sample")
-    with tqdm(total=args.num * cascade.network_evaluations(), unit="step", disable=args.quiet) as bar:
+    with tqdm(total=args.num * cascade.sampling_steps(), unit="step", disable=args.quiet) as bar:
         for first in range(0, args.num, args.batch_size):
             count = min(args.batch_size, args.num - first)
             labels = None if index is None else torch.full((count,), index)

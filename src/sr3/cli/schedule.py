@@ -64,6 +64,8 @@ def run(args: argparse.Namespace) -> None:
     if args.output and not args.output.endswith(".safetensors"):
         raise SR3Error(f"--output must be a .safetensors file; got {args.output}")
     pipe = SR3Pipeline.load(args.model)
+    if pipe.cfg.noise.regression:
+        raise SR3Error(f"{args.model} is a regression model: its one evaluation has no sampling schedule to search")
     pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
     reference = None
     if args.reference:

@@ -30,7 +30,7 @@ from sr3.errors import SR3Error
 from sr3.models import build_network
 from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
-from sr3.samplers import get_sampler
+from sr3.samplers import check_fits
 from sr3.schedules import training_gammas
 from sr3.train.ema import EMA
 from sr3.train.validate import ValBatch, sample_grid, sample_metrics, validation_loss
@@ -93,7 +93,8 @@ class Trainer:
             raise SR3Error(f"--output {self.run_dir} is a file, not a run directory")
         if m.is_sr and cfg.data.hr_size - 2 * cfg.data.scale < 11:
             raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
-        get_sampler(cfg.sampler.name)  # validation samples with it: fail now, not after the first steps
+        if not cfg.noise.regression:  # validation samples with it: fail now, not after the first steps
+            check_fits(cfg.sampler.name, regression=False)
         self.data = SRPairs(data_dir, cfg.data, seed=t.seed, cache=t.cache_images)
         if cfg.data.mode == "classes":
             if len(self.data.class_names) != m.num_classes:
