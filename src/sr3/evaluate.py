@@ -18,7 +18,7 @@ from sr3.config import SamplerConfig
 from sr3.data.degradations import degrade, get_degradation
 from sr3.data.pairs import seeded_generator, split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, list_images, load_image, mod_crop, quantize, square_resize, to_pil, to_tensor
+from sr3.imaging import list_images, load_image, mod_crop, quantize, square_resize, to_pil, to_tensor
 from sr3.metrics.fid import load_inception
 from sr3.metrics.perceptual import PerceptualConfig, fid_patch, reference_features, set_scores
 from sr3.metrics.scores import image_scores, mean_scores
