@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from PIL import Image, ImageDraw
 
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, to_pil, to_tensor
+from sr3.imaging import resize_plane
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import SAMPLERS
 
@@ -63,7 +63,7 @@ def run_methods(
 
 def bicubic(lr: Image.Image, size: tuple[int, int]) -> Image.Image:
     """The MATLAB-style bicubic upsample of an LR image to (width, height)."""
-    return to_pil(imresize(to_tensor(lr.convert("RGB")), size=(size[1], size[0])).clamp(-1, 1))
+    return resize_plane(lr.convert("RGB"), size)
 
 
 def zoom_box(size: tuple[int, int], centre: tuple[float, float], fraction: float) -> tuple[int, int, int, int]:

@@ -140,7 +140,8 @@ def evaluate(
         raise SR3Error("the evaluation batch size must be at least 1")
     if perceptual and len(pairs) < 2:
         raise SR3Error(f"perceptual figures need at least 2 images (FID, and the fool rate's two halves); got {len(pairs)}")
-    net = load_inception(pipe.device) if perceptual else None  # before sampling: a missing extra fails at once
+    wanted = perceptual is not None
+    net = load_inception(pipe.device) if wanted else None  # before sampling: a missing extra fails at once
     scale = pipe.scale
     model_rows, bicubic_rows, seconds = [], [], 0.0
     kept: dict[str, list[torch.Tensor]] = {"sr": [], "bicubic": [], "hr": []}
@@ -153,7 +154,6 @@ def evaluate(
         sr = pipe.super_resolve(lr, seeds, sampler, progress).cpu()
         seconds += time.perf_counter() - start
         for pair, out in zip(group, sr):
-            wanted = perceptual is not None
             model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
             bicubic = upsample(pair.lr, scale).clamp(-1, 1)
             bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale, wanted)})
@@ -162,7 +162,7 @@ def evaluate(
                 kept["bicubic"].append(quantize(bicubic))
                 kept["hr"].append(pair.hr)
     sets = {"sr": {}, "bicubic": {}}
-    if perceptual is not None:
+    if wanted:
         patch = fid_patch(kept["hr"], perceptual)
         reference = reference_features(kept["hr"], patch, scale, net, perceptual.cache_dir)
         for method in sets:

@@ -119,6 +119,23 @@ def kernel_inception_distance(
     return float(np.mean(values)), float(np.std(values))
 
 
+def cached_features(cache: Path | None, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """Features from the `cache` file when it exists, else computed and written there atomically (None: no cache).
+
+    Stored as float32 and returned as float64, so a computed and a cached call agree exactly.
+    """
+    if cache is not None and cache.is_file():
+        with np.load(cache) as saved:
+            return saved["features"].astype(np.float64)
+    features = compute().astype(np.float32)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, features=features)
+        tmp.replace(cache)
+    return features.astype(np.float64)
+
+
 def reference_features(
     files: list[Path], root: str | Path, net: torch.jit.ScriptModule, cache_dir: str | Path, progress=None
 ) -> np.ndarray:
@@ -128,15 +145,7 @@ def reference_features(
         stat = f.stat()
         key.update(f"{f.relative_to(root)}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
     cache = Path(cache_dir) / f"fid-ref-{key.hexdigest()[:16]}.npz"
-    if cache.is_file():
-        with np.load(cache) as saved:
-            return saved["features"].astype(np.float64)
-    features = image_features(files, net, progress=progress).astype(np.float32)  # as cached, so every call agrees
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".tmp.npz")
-    np.savez(tmp, features=features)
-    tmp.replace(cache)
-    return features.astype(np.float64)
+    return cached_features(cache, lambda: image_features(files, net, progress=progress))
 
 
 def fid_kid(features: np.ndarray, reference: np.ndarray) -> dict[str, float]:

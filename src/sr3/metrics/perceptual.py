@@ -25,7 +25,7 @@ import torch
 
 from sr3.errors import SR3Error
 from sr3.metrics.cas import CASConfig, train_classifier
-from sr3.metrics.fid import fid_kid, inception_features
+from sr3.metrics.fid import cached_features, fid_kid, inception_features
 
 FID_PATCH = 128
 FOOL_CROP = 32
@@ -147,16 +147,7 @@ def reference_features(hrs: list[torch.Tensor], patch: int | None, border: int, 
     pixels = ((found.clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
     key = hashlib.sha1(pixels.tobytes() + f"|{patch}|{border}|{pixels.shape}".encode()).hexdigest()[:16]
     cache = Path(cache_dir) / f"sr-ref-{key}.npz" if cache_dir else None
-    if cache is not None and cache.is_file():
-        with np.load(cache) as saved:
-            return saved["features"].astype(np.float64)
-    values = features(found, net).astype(np.float32)  # as cached, so every call agrees
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, features=values)
-        tmp.replace(cache)
-    return values.astype(np.float64)
+    return cached_features(cache, lambda: features(found, net))
 
 
 def set_scores(
