@@ -12,8 +12,8 @@ LAYERS = {
     "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "guidance": 3, "conditioning": 3,
     "checkpoint": 4,
     "pipeline": 5,
-    "evaluate": 6, "train": 6, "cascade": 6, "compare": 6,
-    "schedule_search": 7,
+    "evaluate": 6, "train": 6, "cascade": 6, "compare": 6, "study": 6,
+    "schedule_search": 7, "serve": 7,
     "cli": 8,
 }
 

@@ -11,13 +11,15 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
 
-from sr3.errors import SR3Error
+from sr3.errors import ImageTooLarge, SR3Error
 
 GREY_WEIGHTS = (0.299, 0.587, 0.114)
 IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"})
@@ -37,19 +39,32 @@ def load_image(path: str | Path, mode: str = "RGB") -> Image.Image:
     return open_image(path).convert(mode)
 
 
-def open_image(path: str | Path) -> Image.Image:
-    """Read an image file in its own mode, upright by its EXIF orientation, 16-bit scaled to 8 bits; info kept."""
+def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, name: str | None = None) -> Image.Image:
+    """Read an image file in its own mode, upright by its EXIF orientation, 16-bit scaled to 8 bits; info kept.
+
+    `source` is a path or an open binary file (`name` then names it in messages). `max_pixels` refuses a
+    larger image from its header, before any pixel is decoded (`ImageTooLarge`), as PIL's own
+    decompression-bomb guard does at its far larger limit.
+    """
+    label = name or source
     try:
-        with Image.open(path) as img:
+        with Image.open(source) as img:
+            if max_pixels is not None and img.width * img.height > max_pixels:
+                raise ImageTooLarge(
+                    f"image {label} has {img.width}x{img.height} = {img.width * img.height:,} pixels;"
+                    f" at most {max_pixels:,} are accepted"
+                )
             img.load()
             img = ImageOps.exif_transpose(img)
     except FileNotFoundError:
-        raise SR3Error(f"cannot read image {path}: no such file") from None
+        raise SR3Error(f"cannot read image {label}: no such file") from None
     except UnidentifiedImageError:
-        raise SR3Error(f"cannot read image {path}: not an image format PIL can read") from None
-    except (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError) as e:
+        raise SR3Error(f"cannot read image {label}: not an image format PIL can read") from None
+    except Image.DecompressionBombError as e:
+        raise ImageTooLarge(f"cannot read image {label}: {e}") from None
+    except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-        raise SR3Error(f"cannot read image {path}: {reason}") from None
+        raise SR3Error(f"cannot read image {label}: {reason}") from None
     if img.mode in _SIXTEEN_BIT_MODES:
         # convert("L") would clip values above 255; map 0..65535 onto 0..255 instead (65535 / 257 = 255).
         wide = np.asarray(img, dtype=np.float64)
@@ -57,6 +72,23 @@ def open_image(path: str | Path) -> Image.Image:
         img = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
         img.info.update(info)
     return img
+
+
+def save_image(image: Image.Image, path: str | Path, settings: dict) -> None:
+    """Save an output; PNGs carry the sampling settings (model, sampler, steps, seed...) as text metadata."""
+    path = Path(path)
+    info = PngInfo()
+    for key, value in settings.items():
+        info.add_text(f"sr3:{key}", str(value))
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        extra = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
+        if path.suffix.lower() == ".png":
+            image.save(path, pnginfo=info, **extra)
+        else:
+            image.convert("RGB" if image.mode == "RGBA" else image.mode).save(path, **extra)
+    except (OSError, ValueError) as exc:
+        raise SR3Error(f"cannot write {path}: {exc}") from None
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -45,6 +45,12 @@ def low_frequency_fix(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.T
     return sr + imresize(lr - imresize(sr, scale=1 / scale), scale=scale)
 
 
+def output_metadata(model: str, sampler: SamplerConfig, seed: int, precision: str) -> dict[str, object]:
+    """What an upscaled file records of how it was made (PNG text chunks `sr3:KEY`), for every writer."""
+    return {"model": model, "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": sampler.tile,
+            "colour_fix": sampler.colour_fix, "precision": precision}
+
+
 class SR3Pipeline:
     """A trained SR3 denoiser plus the config it was trained with."""
 

@@ -7,7 +7,7 @@ import sys
 
 from sr3 import __version__
 from sr3.cli import eval as eval_cmd
-from sr3.cli import cas, cascade, compare, export, fid, generate, schedule, train, upscale
+from sr3.cli import cas, cascade, compare, export, fid, generate, schedule, serve, study, train, upscale
 from sr3.errors import SR3Error
 
 COMMANDS = {
@@ -21,6 +21,8 @@ COMMANDS = {
     "cas": cas,
     "schedule": schedule,
     "compare": compare,
+    "serve": serve,
+    "study": study,
 }
 
 

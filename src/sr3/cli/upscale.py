@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from PIL import Image
-from PIL.PngImagePlugin import PngInfo
 from tqdm.auto import tqdm
 
 from sr3.cli.common import add_sampling_flags, check_at_least_one, warn_slow_bf16
@@ -100,8 +98,8 @@ def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
 
 
 def run(args: argparse.Namespace) -> None:
-    from sr3.imaging import open_image
-    from sr3.pipeline import SR3Pipeline
+    from sr3.imaging import open_image, save_image
+    from sr3.pipeline import SR3Pipeline, output_metadata
 
     check_at_least_one(steps=args.steps, batch_size=args.batch_size)
     check_tile(args.tile, "--tile")
@@ -124,24 +122,6 @@ def run(args: argparse.Namespace) -> None:
                 sampler.colour_fix, out_scale=args.scale,
             )
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            meta = {"model": str(args.model), "sampler": sampler.name, "steps": sampler.steps, "seed": seed,
-                    "tile": sampler.tile, "colour_fix": sampler.colour_fix, "precision": args.precision}
-            save_result(result, dst, meta)
+            save_image(result, dst, output_metadata(str(args.model), sampler, seed, args.precision))
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
-
-
-def save_result(image: Image.Image, path: Path, settings: dict) -> None:
-    """Save an output; PNGs carry the sampling settings (model, sampler, steps, seed...) as text metadata."""
-    info = PngInfo()
-    for key, value in settings.items():
-        info.add_text(f"sr3:{key}", str(value))
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        extra = {"icc_profile": image.info["icc_profile"]} if "icc_profile" in image.info else {}
-        if path.suffix.lower() == ".png":
-            image.save(path, pnginfo=info, **extra)
-        else:
-            image.convert("RGB" if image.mode == "RGBA" else image.mode).save(path, **extra)
-    except (OSError, ValueError) as exc:
-        raise SR3Error(f"cannot write {path}: {exc}") from None
