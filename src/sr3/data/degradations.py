@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 import torch
 
+from sr3.data.realworld import degrade_real
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, quantize
 
@@ -22,8 +23,14 @@ def bicubic(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.T
     return quantize(imresize(hr, scale=1 / scale))
 
 
+def realworld(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
+    """Second-order blur, resize, noise and JPEG at random (`sr3.data.realworld`), as camera photos are degraded."""
+    return degrade_real(hr, scale, generator)
+
+
 DEGRADATIONS: dict[str, Degradation] = {
     "bicubic": bicubic,
+    "realworld": realworld,
 }
 
 
