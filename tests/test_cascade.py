@@ -5,14 +5,18 @@ import json
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import save_file
 
 from sr3.cascade import Cascade, class_index
 from sr3.cli.main import main
 from sr3.config import load_config, to_dict
 from sr3.errors import SR3Error
+from sr3.imaging import to_tensor
 from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
+
+from conftest import photo
 
 CLASSES = "data.class_names=[n01, n02]"
 BASE = ["model.in_channels=3", "data.mode=classes", "model.num_classes=2", CLASSES, "data.hr_size=16", "sampler.steps=3"]
@@ -141,3 +145,63 @@ def test_a_finished_base_sample_serves_every_level(cascade_dir):
     truncated = cascade.replace_stage(1, aug_level=0.2, truncate=True)
     with pytest.raises(SR3Error, match="truncated"):
         truncated.sample(labels, seeds, base=base)
+
+
+SR_ONLY = ["data.hr_size=32", "data.scale=2", "model.augment_embedding=true", "sampler.steps=2"]
+
+
+@pytest.fixture(scope="module")
+def upscaler_dir(tmp_path_factory):
+    """An SR-only cascade of two 2x stages (4x in all), the second trained (here: built) with augmentation."""
+    root = tmp_path_factory.mktemp("upscaler")
+    _weights(root / "a.safetensors", ["data.hr_size=32", "data.scale=2", "sampler.steps=1"], 2)
+    _weights(root / "b.safetensors", SR_ONLY, 3)
+    (root / "cascade.yaml").write_text(
+        "stages:\n  - {model: a.safetensors}\n  - {model: b.safetensors, steps: 2, aug_level: 0.1, tile: 16}\n"
+    )
+    return root
+
+
+def test_an_sr_only_cascade_upscales_through_every_stage(upscaler_dir):
+    cascade = Cascade.load(upscaler_dir)
+    assert cascade.is_upscaler and cascade.scale == 4 and cascade.sampling_steps() == 3
+    img = photo("coffee").resize((20, 12))
+    out = cascade.upscale(img, seed=5)
+    assert out.size == (80, 48) and out.mode == "RGB"
+    assert out.tobytes() == cascade.upscale(img, seed=5).tobytes()
+    assert out.tobytes() != cascade.upscale(img, seed=6).tobytes()
+    # stage 0 is its model alone under the same seed; the last stage sees stage 0's output
+    stage0 = SR3Pipeline.load(upscaler_dir / "a.safetensors").upscale(img, seed=5)
+    outputs = cascade.super_resolve(to_tensor(img)[None], [5])
+    assert [o.shape[-2:] for o in outputs] == [(24, 40), (48, 80)]
+    assert stage0.size == (40, 24)
+    assert [s["tile"] for s in cascade.stage_settings()] == [128, 16]
+    assert [s["tile"] for s in cascade.stage_settings(tile=0)] == [0, 0]
+
+
+def test_upscale_cli_runs_a_cascade_with_stage_overrides_and_records_every_stage(upscaler_dir, tmp_path):
+    src = tmp_path / "in.png"
+    photo("chelsea").resize((16, 12)).save(src)
+    out = tmp_path / "out.png"
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(upscaler_dir), "--set", "1.steps=1",
+                 "--seed", "3", "--quiet"]) == 0
+    result = Image.open(out)
+    assert result.size == (64, 48)
+    stages = json.loads(result.text["sr3:stages"])
+    assert [s["steps"] for s in stages] == [1, 1] and stages[1]["aug_level"] == 0.1
+    assert result.text["sr3:seed"] == "3" and result.text["sr3:scale"] == "4"
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(upscaler_dir), "--steps", "4"]) == 2
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(upscaler_dir), "--set", "5.steps=1"]) == 2
+    assert main(["upscale", str(src), "-o", str(out), "--model", str(upscaler_dir / "a.safetensors"),
+                 "--set", "1.steps=1"]) == 2
+
+
+def test_generating_cascades_do_not_upscale_and_sr_only_ones_refuse_what_they_cannot_do(cascade_dir, upscaler_dir):
+    with pytest.raises(SR3Error, match="generates images"):
+        Cascade.load(cascade_dir).super_resolve(torch.zeros(1, 3, 8, 8), [0])
+    with pytest.raises(SR3Error, match="trained without conditioning augmentation"):
+        Cascade.load(upscaler_dir, overrides=["0.aug_level=0.2"])
+    with pytest.raises(SR3Error, match="truncate and guidance"):
+        Cascade.load(upscaler_dir, overrides=["1.truncate=true"])
+    with pytest.raises(SR3Error, match="tile must be 0"):
+        Cascade.load(upscaler_dir, overrides=["1.tile=3"])

@@ -1,4 +1,5 @@
-"""Cascaded diffusion (CDM, Ho et al. 2021): a class-conditional base model, then SR stages raising its resolution.
+"""Cascaded diffusion (CDM, Ho et al. 2021): a class-conditional base model, then SR stages raising its resolution,
+or SR stages alone (an SR-only cascade: an upscaler like any model, e.g. 64 -> 256 -> 1024 for 16x).
 
 A cascade is a YAML file naming its stages; each stage is a model trained on its own with `sr3 train`
 (so stages train in parallel, anywhere) and the settings it is sampled with:
@@ -11,24 +12,27 @@ A cascade is a YAML file naming its stages; each stage is a model trained on its
 Model paths are relative to the cascade file. `aug_level` s is the conditioning augmentation applied at
 sampling time (a fraction of T): non-truncated, the stage below finishes and its output is noised to s;
 truncated, the stage below (a base model) stops its reverse process at s and hands over z_s as it is.
-`colour_fix` (true or false; unset: the model's own) pins a stage's colours to the image below it.
+`colour_fix` (true or false; unset: the model's own) pins a stage's colours to the image below it, and
+`tile` (input pixels; unset: the model's own) bounds its memory.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import yaml
+from PIL import Image
 
 from sr3.conditioning import check_aug_level
-from sr3.config import SamplerConfig, from_dict, to_dict
+from sr3.config import SamplerConfig, check_tile, from_dict, to_dict
 from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
-from sr3.pipeline import SR3Pipeline
+from sr3.pipeline import SR3Pipeline, upscale_images
 from sr3.pretrained import resolve_cascade
 from sr3.schedules import equivalent_level, training_gammas
 
@@ -44,6 +48,7 @@ class StageConfig:
     aug_level: float = 0.0
     truncate: bool = False
     colour_fix: bool | None = None
+    tile: int | None = None
 
 
 @dataclass(frozen=True)
@@ -106,14 +111,64 @@ class Cascade:
     def resolution(self) -> int:
         return self.pipelines[-1].cfg.data.hr_size
 
+    @property
+    def is_upscaler(self) -> bool:
+        """SR stages only: the cascade upscales images (`sr3 upscale`) instead of generating them."""
+        return self.pipelines[0].cfg.model.is_sr
+
+    @property
+    def scale(self) -> int:
+        """The SR factor of the whole chain."""
+        return math.prod(p.scale for p in self.pipelines[int(not self.is_upscaler):])
+
     def sampling_steps(self, first: int = 0) -> int:
         """Sampler steps per image over the stages from `first` on: the progress callbacks a sample makes."""
         return sum(self.stage_sampler(i).steps for i in range(first, len(self.pipelines)))
 
-    def stage_sampler(self, index: int) -> SamplerConfig:
-        """The sampler settings of stage `index`: its model's, with the stage's overrides."""
+    def stage_sampler(self, index: int, tile: int | None = None) -> SamplerConfig:
+        """The sampler settings of stage `index`: its model's, with the stage's overrides (and `tile` over all)."""
         stage, pipe = self.cfg.stages[index], self.pipelines[index]
-        return pipe.sampler_config(stage.steps or None, stage.sampler or None, colour_fix=stage.colour_fix)
+        tile = tile if tile is not None else stage.tile
+        return pipe.sampler_config(stage.steps or None, stage.sampler or None, tile, stage.colour_fix)
+
+    def stage_settings(self, tile: int | None = None) -> list[dict[str, object]]:
+        """What each stage samples with (model, sampler, steps, tile, colour fix, augmentation level): for metadata."""
+        out = []
+        for k, stage in enumerate(self.cfg.stages):
+            s = self.stage_sampler(k, tile)
+            out.append({"model": stage.model, "sampler": s.name, "steps": s.steps, "tile": s.tile,
+                        "colour_fix": s.colour_fix, "aug_level": stage.aug_level})
+        return out
+
+    @torch.inference_mode()
+    def super_resolve(
+        self, lr: torch.Tensor, seeds: Sequence[int], progress: Callable[[int], None] | None = None, tile: int | None = None
+    ) -> list[torch.Tensor]:
+        """An SR-only cascade's output of every stage for a batch of LR tensors [B, C, h, w] in [-1, 1].
+
+        Stage 0 draws from `seeds`, so it matches its model alone; stage k from seeds mixed with k. Each
+        stage finishes and hands its output up, noised to the next stage's `aug_level` (CDM's
+        conditioning augmentation, which the stage was trained to expect). `tile` overrides every stage's.
+        """
+        if not self.is_upscaler:
+            raise SR3Error("this cascade starts with a base model: it generates images (sr3 generate), it does not upscale")
+        x, outputs = lr, []
+        for k, (stage, pipe) in enumerate(zip(self.cfg.stages, self.pipelines)):
+            stage_seeds = list(seeds) if k == 0 else [mix_seed(s, k) for s in seeds]
+            x = pipe.super_resolve(x, stage_seeds, self.stage_sampler(k, tile), progress, aug_level=stage.aug_level)
+            outputs.append(x)
+        return outputs
+
+    def upscale(
+        self,
+        images: Image.Image | Sequence[Image.Image],
+        seed: int | Sequence[int] = 0,
+        progress: Callable[[int], None] | None = None,
+        tile: int | None = None,
+        out_scale: float | None = None,
+    ) -> Image.Image | list[Image.Image]:
+        """PIL in and out through every stage, as `SR3Pipeline.upscale` for one model."""
+        return upscale_images(images, seed, lambda lr, seeds: self.super_resolve(lr, seeds, progress, tile)[-1], out_scale)
 
     @torch.inference_mode()
     def sample(
@@ -166,16 +221,19 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
     """Refuse cascades whose stages do not fit together, naming the stage."""
     if not cfg.stages:
         raise SR3Error("a cascade needs at least one stage")
+    for k, stage in enumerate(cfg.stages):
+        check_tile(stage.tile, f"stage {k}: tile")
     if pipes[0].cfg.model.is_sr:
-        raise SR3Error("stage 0 of a cascade must be a base model (no image condition)")
+        check_sr_stages(cfg, pipes)
+        return
     names = pipes[0].cfg.data.class_names
     if cfg.class_titles and len(cfg.class_titles) != pipes[0].cfg.model.num_classes:
         raise SR3Error(f"class_titles names {len(cfg.class_titles)} classes; the base model has {pipes[0].cfg.model.num_classes}")
     for k, (stage, pipe) in enumerate(zip(cfg.stages, pipes)):
         m, data = pipe.cfg.model, pipe.cfg.data
         if k == 0:
-            if stage.aug_level or stage.truncate or stage.colour_fix is not None:
-                raise SR3Error("stage 0 has no LR image: aug_level, truncate and colour_fix belong to SR stages")
+            if stage.aug_level or stage.truncate or stage.colour_fix is not None or stage.tile is not None:
+                raise SR3Error("stage 0 has no LR image: aug_level, truncate, colour_fix and tile belong to SR stages")
             continue
         if not m.is_sr:
             raise SR3Error(f"stage {k} must be an SR model")
@@ -191,6 +249,22 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
             raise SR3Error(f"stage {k}: truncate needs aug_level > 0 and a base model right below (stage 1 only)")
         if stage.truncate and stage.colour_fix:
             raise SR3Error(f"stage {k}: a truncated stage's input is a noisy latent; it cannot be colour-fixed")
+
+
+def check_sr_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
+    """An SR-only cascade: every stage an SR model without classes, any input size (the stages are fully
+    convolutional), augmentation only where a stage was trained for it, nothing truncated."""
+    for k, (stage, pipe) in enumerate(zip(cfg.stages, pipes)):
+        m = pipe.cfg.model
+        if not m.is_sr:
+            raise SR3Error(f"stage {k} must be an SR model: only stage 0 of a generating cascade is a base model")
+        if m.num_classes:
+            raise SR3Error(f"stage {k} is class-conditional: an SR-only cascade upscales images without classes")
+        if stage.aug_level and not m.augment_embedding:
+            raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
+        check_aug_level(stage.aug_level, f"stage {k}: aug_level")
+        if stage.truncate or stage.guidance:
+            raise SR3Error(f"stage {k}: truncate and guidance belong to cascades with a base model")
 
 
 def class_index(label: str, names: Sequence[str], titles: Sequence[str], num_classes: int) -> int:

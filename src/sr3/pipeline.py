@@ -45,6 +45,31 @@ def low_frequency_fix(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> torch.T
     return sr + imresize(lr - imresize(sr, scale=1 / scale), scale=scale)
 
 
+def upscale_images(
+    images: Image.Image | Sequence[Image.Image],
+    seed: int | Sequence[int],
+    super_resolve: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    out_scale: float | None = None,
+) -> Image.Image | list[Image.Image]:
+    """PIL in and out around a tensor super-resolver (one model or a cascade of them): one image or a batch
+    of same-size images (image i gets seed + i, or seeds[i]), alpha, grey and ICC profile restored."""
+    single = isinstance(images, Image.Image)
+    batch = [images] if single else list(images)
+    seeds = [seed + i for i in range(len(batch))] if isinstance(seed, int) else list(seed)
+    if len({im.size for im in batch}) != 1:
+        raise SR3Error("a batch must hold images of one size")
+    if min(batch[0].size) < 2:
+        raise SR3Error(f"image of size {batch[0].size} is too small to upscale")
+    if out_scale is not None and out_scale <= 0:
+        raise SR3Error(f"output scale must be positive; got {out_scale}")
+    parts = [split_for_upscale(im) for im in batch]
+    sr = super_resolve(torch.stack([to_tensor(p.rgb) for p in parts]), seeds).cpu()
+    w, h = batch[0].size
+    size = (max(1, round(w * out_scale)), max(1, round(h * out_scale))) if out_scale else None
+    out = [join_upscaled(x, part, size) for x, part in zip(sr, parts)]
+    return out[0] if single else out
+
+
 def output_metadata(model: str, sampler: SamplerConfig, seed: int, precision: str) -> dict[str, object]:
     """What an upscaled file records of how it was made (PNG text chunks `sr3:KEY`), for every writer."""
     return {"model": model, "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": sampler.tile,
@@ -198,23 +223,9 @@ class SR3Pipeline:
         """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i]).
 
         Any mode: colour goes through the model; alpha is resized apart by bicubic; grey stays grey; the
-        ICC profile is carried in `info`. `steps`, `sampler`, `tile` and `colour_fix` override the model's
-        settings (`sampler_config`). `out_scale` resamples the result to any other factor before its one
-        rounding to 8 bits.
+        ICC profile is carried in `info` (`upscale_images`). `steps`, `sampler`, `tile` and `colour_fix`
+        override the model's settings (`sampler_config`). `out_scale` resamples the result to any other
+        factor before its one rounding to 8 bits.
         """
-        single = isinstance(images, Image.Image)
-        batch = [images] if single else list(images)
-        seeds = [seed + i for i in range(len(batch))] if isinstance(seed, int) else list(seed)
-        if len({im.size for im in batch}) != 1:
-            raise SR3Error("a batch must hold images of one size")
-        if min(batch[0].size) < 2:
-            raise SR3Error(f"image of size {batch[0].size} is too small to upscale")
-        if out_scale is not None and out_scale <= 0:
-            raise SR3Error(f"output scale must be positive; got {out_scale}")
-        parts = [split_for_upscale(im) for im in batch]
-        lr = torch.stack([to_tensor(p.rgb) for p in parts])
-        sr = self.super_resolve(lr, seeds, self.sampler_config(steps, sampler, tile, colour_fix), progress).cpu()
-        w, h = batch[0].size
-        size = (max(1, round(w * out_scale)), max(1, round(h * out_scale))) if out_scale else None
-        out = [join_upscaled(x, part, size) for x, part in zip(sr, parts)]
-        return out[0] if single else out
+        sampler_cfg = self.sampler_config(steps, sampler, tile, colour_fix)
+        return upscale_images(images, seed, lambda lr, seeds: self.super_resolve(lr, seeds, sampler_cfg, progress), out_scale)

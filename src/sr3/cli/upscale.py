@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from sr3.cli.common import add_sampling_flags, check_at_least_one, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
-from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, is_cascade
 
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
@@ -29,7 +29,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}), run directory, checkpoint folder or .safetensors file",
+        help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}), run directory, checkpoint folder, "
+        ".safetensors file, or an SR-only cascade (its cascade.yaml or folder): every stage runs in turn",
     )
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
     p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
@@ -37,6 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p, "match the output's low frequencies (colours) to the input (default: the model's sampler.colour_fix, "
         "on unless it says otherwise: it raises PSNR and consistency)",
     )
+    p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE",
+                   help="a cascade: override a stage's setting, e.g. 1.steps=20 or 1.aug_level=0.1 (repeatable)")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -99,7 +102,6 @@ def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
 
 def run(args: argparse.Namespace) -> None:
     from sr3.imaging import open_image, save_image
-    from sr3.pipeline import SR3Pipeline, output_metadata
 
     check_at_least_one(steps=args.steps, batch_size=args.batch_size)
     check_tile(args.tile, "--tile")
@@ -109,19 +111,53 @@ def run(args: argparse.Namespace) -> None:
     outputs = output_paths(items, Path(args.output) if args.output else default_output(args.inputs))
     for src, _ in items:  # every input readable before the model loads and any output is written
         open_image(src)
-    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    warn_slow_bf16(pipe)
-    sampler = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
+    total, upscale, metadata = (cascade_upscaler if is_cascade(args.model) else model_upscaler)(args)
     for group in batches(items, outputs, args.batch_size):
         index, sources, images, targets = zip(*group)
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
-        with tqdm(total=sampler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
+        with tqdm(total=total, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
-            results = pipe.upscale(
-                list(images), sampler.steps, sampler.name, seeds, lambda _: bar.update(), sampler.tile,
-                sampler.colour_fix, out_scale=args.scale,
-            )
+            results = upscale(list(images), seeds, lambda _: bar.update())
         for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            save_image(result, dst, output_metadata(str(args.model), sampler, seed, args.precision))
+            save_image(result, dst, metadata(seed))
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
+
+
+def model_upscaler(args: argparse.Namespace):
+    """(steps per image, upscale(images, seeds, progress), metadata(seed)) of one model."""
+    from sr3.pipeline import SR3Pipeline, output_metadata
+
+    if args.set:
+        raise SR3Error("--set STAGE.KEY=VALUE sets a cascade's stages; for one model use --steps, --sampler, --tile")
+    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
+    warn_slow_bf16(pipe)
+    s = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
+
+    def upscale(images, seeds, progress):
+        return pipe.upscale(images, s.steps, s.name, seeds, progress, s.tile, s.colour_fix, out_scale=args.scale)
+
+    return s.steps, upscale, lambda seed: output_metadata(str(args.model), s, seed, args.precision)
+
+
+def cascade_upscaler(args: argparse.Namespace):
+    """(steps per image over all stages, upscale(images, seeds, progress), metadata(seed)) of an SR-only cascade."""
+    import json
+
+    from sr3.cascade import Cascade
+
+    if args.steps is not None or args.sampler is not None or args.colour_fix is not None:
+        raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
+    cascade = Cascade.load(args.model, args.device, args.set or (), args.precision)
+    if not cascade.is_upscaler:
+        raise SR3Error(f"{args.model} starts with a base model: it generates images (sr3 generate), it does not upscale")
+    warn_slow_bf16(cascade.pipelines[0])
+    stages = json.dumps(cascade.stage_settings(args.tile))
+
+    def upscale(images, seeds, progress):
+        return cascade.upscale(images, seeds, progress, args.tile, args.scale)
+
+    def metadata(seed):
+        return {"model": str(args.model), "scale": cascade.scale, "seed": seed, "precision": args.precision, "stages": stages}
+
+    return cascade.sampling_steps(), upscale, metadata
