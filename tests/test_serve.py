@@ -223,6 +223,14 @@ def test_bad_requests_get_a_4xx_with_a_message(server, fields, files, status, me
     assert message in json.loads(body)["error"]
 
 
+def test_a_broken_form_is_a_400(server):
+    body = b"--abc\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n\r\nxx"  # never closed
+    req = urllib.request.Request(server.url + "/api/jobs", body, {"Content-Type": "multipart/form-data; boundary=abc"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=30)
+    assert err.value.code == 400 and "error" in json.loads(err.value.read())
+
+
 def test_unknown_jobs_and_paths_are_404s(server):
     got, body, _ = request(server, "/api/jobs/nope")
     assert got == 404 and "no job nope" in json.loads(body)["error"]

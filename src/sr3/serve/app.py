@@ -22,6 +22,7 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from PIL import Image
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException
 
 from sr3 import study
 from sr3.errors import ImageTooLarge, SR3Error
@@ -191,7 +192,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         length = request.headers.get("content-length")
         if length and length.isdigit() and int(length) > cfg.max_upload_bytes + 2**16:
             raise ApiError(413, _too_big(int(length), cfg))
-        form = await request.form(max_files=1, max_fields=8)
+        try:
+            form = await request.form(max_files=1, max_fields=8)
+        except MultiPartException as exc:
+            raise ApiError(400, f"the upload is not a valid form: {exc.message}") from None
         model = str(form.get("model") or cfg.default_model)
         models.check(model)  # before the image is read
         steps = _int_field(form, "steps", 1, MAX_STEPS)
