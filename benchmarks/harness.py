@@ -45,7 +45,7 @@ def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise SR3Error("--batch, --repeats and --threads must be at least 1, --warmup at least 0")
     cfg = load_config(args.preset)
-    factor = 2 ** (len(cfg.model.channel_mults) - 1)
+    factor = cfg.model.patch * 2 ** (len(cfg.model.channel_mults) - 1)
     if args.resolution < factor or args.resolution % factor:
         raise SR3Error(f"--resolution {args.resolution} must be a positive multiple of {factor} for this U-Net")
     if args.threads:

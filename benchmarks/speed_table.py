@@ -43,7 +43,8 @@ class Row:
 
 
 # The reference architecture at the sizes the speed goal names, its small variant, and the shipped networks at
-# the sizes they sample (faces-8x: one 128-px face; natural-4x: a batch of four 128-px output tiles).
+# the sizes they sample (faces-8x: one 128-px face; natural-4x: a batch of four 128-px output tiles), and the
+# space-to-depth network measured for faces.
 DEFAULT_ROWS = [
     Row("step", "sr3-ref-faces-16-128", 128, 1),
     Row("step", "sr3-ref-faces-16-128", 128, 8, repeats=3, warmup=1),
@@ -51,10 +52,12 @@ DEFAULT_ROWS = [
     Row("step", "sr3-ref-faces-16-128", 256, 8, repeats=3, warmup=1),
     Row("step", "sr3-ref-small", 64, 8),
     Row("step", "faces-8x", 128, 1),
+    Row("step", "faces-8x-sdunet", 128, 1),
     Row("step", "natural-4x", 128, 4),
     Row("train", "sr3-ref-faces-16-128", 128, 1),
     Row("train", "sr3-ref-small", 64, 8),
     Row("train", "faces-8x", 128, 8),
+    Row("train", "faces-8x-sdunet", 128, 8),
 ]
 
 

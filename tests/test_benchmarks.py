@@ -6,6 +6,9 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
+
+from conftest import photo
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 STEP_KEYS = {"seconds_per_step", "gflop_per_step", "params", "peak_gflops_measured", "fraction_of_peak", "peak_rss_mb"}
@@ -39,3 +42,24 @@ def test_bad_rows_are_one_line_errors():
     assert done.returncode == 2 and "cannot write --json" in done.stderr
     done = bench("speed_table.py", "--row", "fast:tiny:32:1")
     assert done.returncode == 2 and "KIND:PRESET:RESOLUTION:BATCH" in done.stderr
+
+
+def test_diversity_is_zero_for_a_regressor_and_positive_for_ancestral_sampling(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    from diversity import seed_std
+
+    assert seed_std(torch.stack([-torch.ones(3, 4, 4), torch.ones(3, 4, 4)])) == pytest.approx(127.5)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    photo("coffee").resize((64, 48)).save(hr / "coffee.png")
+    out = tmp_path / "div.json"
+    done = bench("diversity.py", "--model", "natural-4x-regression", "--hr", str(hr), "--seeds", "2", "--threads", "1")
+    assert done.returncode == 0, done.stderr
+    assert "per-pixel std over 2 seeds 0.00 grey levels" in done.stdout
+    done = bench("diversity.py", "--model", "natural-4x", "--hr", str(hr), "--seeds", "3", "--sampler", "ddpm",
+                 "--steps", "4", "--threads", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    record = json.loads(out.read_text())
+    assert record["seeds"] == 3 and record["n_images"] == 1 and record["seed_std"] > 0.1
+    done = bench("diversity.py", "--model", "natural-4x", "--hr", str(hr), "--seeds", "1")
+    assert done.returncode == 2 and "at least 2" in done.stderr and "Traceback" not in done.stderr

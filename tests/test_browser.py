@@ -2,7 +2,6 @@
 correctly sized result, the before/after slider and the download, a bad upload's message, and a short study
 session whose answers land in the study file. Screenshots go to test-artifacts/ (SR3_TEST_ARTIFACTS)."""
 
-import io
 import os
 import shutil
 from contextlib import closing

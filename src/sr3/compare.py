@@ -1,7 +1,8 @@
 """Contact sheets: one row per image, one column per method (LR, bicubic, models or sampler settings, HR),
 each panel with a zoomed crop below it, so people can look rather than read.
 
-A method is `MODEL` or `MODEL:SAMPLER:STEPS` (e.g. `natural-4x:ddpm:25`); `bicubic`, the LR image shown by
+A method is `MODEL` or `MODEL:SAMPLER:STEPS` (e.g. `natural-4x:ddpm:25`), optionally with `@SEED` to show
+another draw of the same model (`faces-8x@1`); `bicubic`, the LR image shown by
 nearest-neighbour (`lr`) and the HR image (`hr`, when there is one) are columns too.
 """
 
@@ -23,38 +24,45 @@ LABEL = 16  # height of a column's title strip
 
 @dataclass(frozen=True)
 class Method:
-    """A column of the sheet: a shipped model or run, optionally with its sampler and step count."""
+    """A column of the sheet: a shipped model or run, optionally with its sampler, step count and seed."""
 
     model: str
     sampler: str | None = None
     steps: int | None = None
+    seed: int | None = None  # None: the sheet's seed
 
     @property
     def label(self) -> str:
-        return self.model if self.sampler is None else f"{self.model} {self.sampler} {self.steps}"
+        text = self.model if self.sampler is None else f"{self.model} {self.sampler} {self.steps}"
+        return text if self.seed is None else f"{text} seed {self.seed}"
 
 
 def parse_method(spec: str) -> Method:
-    """`MODEL` or `MODEL:SAMPLER:STEPS`."""
-    parts = spec.split(":")
-    if len(parts) == 1 and parts[0]:
-        return Method(parts[0])
-    if len(parts) == 3 and parts[0] and parts[1] in SAMPLERS and parts[2].isdigit() and int(parts[2]) > 0:
-        return Method(parts[0], parts[1], int(parts[2]))
-    raise SR3Error(f"a method must be MODEL or MODEL:SAMPLER:STEPS, e.g. natural-4x:ddpm:25; got {spec}")
+    """`MODEL` or `MODEL:SAMPLER:STEPS`, either optionally followed by `@SEED`."""
+    body, at, seed_text = spec.rpartition("@") if "@" in spec else (spec, "", "")
+    parts = body.split(":")
+    seed = int(seed_text) if seed_text.isdigit() else None
+    if not at or seed is not None:
+        if len(parts) == 1 and parts[0]:
+            return Method(parts[0], seed=seed)
+        if len(parts) == 3 and parts[0] and parts[1] in SAMPLERS and parts[2].isdigit() and int(parts[2]) > 0:
+            return Method(parts[0], parts[1], int(parts[2]), seed)
+    raise SR3Error(f"a method must be MODEL or MODEL:SAMPLER:STEPS, optionally with @SEED, e.g. natural-4x:ddpm:25@1; got {spec}")
 
 
 def run_methods(
     methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, load: Callable[[str], SR3Pipeline],
     tile: int | None = None, on_done: Callable[[], None] | None = None,
 ) -> list[list[Image.Image]]:
-    """Every method's output of every LR image (image i sampled with seed + i), as [method][image]."""
+    """Every method's output of every LR image (image i sampled with seed + i, the method's seed if it has
+    one), as [method][image]."""
     out = []
     for method in methods:
         pipe = load(method.model)
+        base = seed if method.seed is None else method.seed
         row = []
         for i, lr in enumerate(lrs):
-            row.append(pipe.upscale(lr, method.steps, method.sampler, seed + i, tile=tile))
+            row.append(pipe.upscale(lr, method.steps, method.sampler, base + i, tile=tile))
             if on_done:
                 on_done()
         out.append(row)

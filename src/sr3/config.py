@@ -49,6 +49,9 @@ class ModelConfig:
     dropout: float = 0.0
     norm_groups: int = 32
     film: Literal["scale_shift", "additive"] = "scale_shift"
+    patch: int = 1  # sdunet: pixels per side folded into channels by the stem
+    attn_window: int = 0  # sdunet: attention within windows of this many feature pixels per side (0: global)
+    norm_window: int = 0  # sdunet: GroupNorm statistics over this many feature pixels per side around each pixel
     num_classes: int = 0
     augment_embedding: bool = False
 
@@ -168,6 +171,9 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("model", "norm_groups"): (1, math.inf),
     ("model", "dropout"): (0, 0.99),
     ("model", "num_classes"): (0, math.inf),
+    ("model", "patch"): (1, 16),
+    ("model", "attn_window"): (0, math.inf),
+    ("model", "norm_window"): (0, math.inf),
     ("noise", "timesteps"): (1, math.inf),
     ("noise", "beta_start"): (1e-12, 0.999),
     ("noise", "beta_end"): (1e-12, 0.999),

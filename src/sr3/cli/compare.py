@@ -15,7 +15,7 @@ EXAMPLES = """examples:
   sr3 compare RealSRSet/ -o sheet.png --method natural-4x --method natural-4x:ddpm:25 --limit 4
   sr3 compare --hr B100/HR --limit 3 -o b100.png --method natural-4x-regression --method natural-4x \\
       --method natural-4x:ddpm:100 --zoom 0.4,0.6,0.2
-  sr3 compare face16.png -o faces.png --method faces-8x --method faces-8x:ddpm:25
+  sr3 compare face16.png -o faces.png --method faces-8x-regression --method faces-8x --method faces-8x@1
 """
 
 
@@ -24,8 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="LR images or folders (HR ones with --hr)")
     p.add_argument("-o", "--output", required=True, help="the sheet, a .png file")
-    p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS]",
-                   help="a column: a shipped model or run, optionally with a sampler and step count (repeat)")
+    p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS][@SEED]",
+                   help="a column: a shipped model or run, optionally with a sampler and step count, and a seed "
+                        "of its own for another draw (repeat)")
     p.add_argument("--hr", action="store_true",
                    help="the inputs are HR images: their LR is made by MATLAB-style bicubic and an HR column is added")
     p.add_argument("--limit", type=int, help="only the first N images")

@@ -22,10 +22,11 @@ from torch import nn
 
 from sr3.config import ModelConfig
 from sr3.errors import SR3Error
-from sr3.models.unet import UNet
+from sr3.models.unet import SpaceToDepthUNet, UNet
 
 NETWORKS: dict[str, Callable[[ModelConfig], nn.Module]] = {
     "unet": UNet,  # SR3's BigGAN-block U-Net
+    "sdunet": SpaceToDepthUNet,  # the same body on a pixel-unshuffle stem, per-pixel norms: size-independent
 }
 
 

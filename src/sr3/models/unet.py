@@ -1,8 +1,13 @@
-"""One U-Net for every stage: SR3 (extra input channels), CDM base (class labels) and CDM SR (augmentation level).
+"""The U-Net of every stage: SR3 (extra input channels), CDM base (class labels) and CDM SR (augmentation level).
 
 DDPM layout with BigGAN residual blocks (Saharia et al. 2021, Sec. 2.2): `num_res_blocks` blocks per
 level on the way down, one more on the way up, self-attention at the chosen feature resolutions.
-The network never sees t, only the continuous noise level sqrt(gamma).
+The network never sees t, only the continuous noise level sqrt(gamma). Two designs share this body:
+
+- `UNet`: SR3's, full resolution from the first level, GroupNorm;
+- `SpaceToDepthUNet`: a pixel-unshuffle stem so the first level runs at 1/patch of the output size with
+  wide channels (Hoogeboom et al.'s simple diffusion), `WindowGroupNorm` and optionally windowed
+  attention, so nothing depends on the image size: a model trained on crops samples any size as it trained.
 """
 
 from __future__ import annotations
@@ -12,32 +17,35 @@ import torch.nn.functional as F
 from torch import nn
 
 from sr3.config import ModelConfig
-from sr3.models.layers import Attention, Downsample, LevelEmbedding, ResBlock, Upsample, group_norm
+from sr3.errors import SR3Error
+from sr3.models.layers import Attention, Downsample, LevelEmbedding, Norm, ResBlock, Upsample, WindowGroupNorm, group_norm
 
 
-class UNet(nn.Module):
+class UNetBody(nn.Module):
     """net(x, sqrt_gamma, labels=None, aug_level=None) -> prediction with `out_channels` channels.
 
     x holds the noisy image with any condition concatenated on channels ([B, in_channels, H, W]);
-    H and W must be multiples of `downscale_factor`.
+    H and W must be multiples of `downscale_factor`. `patch` > 1 folds patch x patch pixels into channels
+    before the first level and unfolds the output; `window` > 0 makes attention windowed.
     """
 
-    def __init__(self, cfg: ModelConfig):
+    def __init__(self, cfg: ModelConfig, norm: Norm, patch: int = 1, window: int = 0):
         super().__init__()
         self.cfg = cfg
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
-        self.downscale_factor = 2 ** (len(cfg.channel_mults) - 1)
+        self.patch = patch
+        self.downscale_factor = patch * 2 ** (len(cfg.channel_mults) - 1)
         self.noise_embed = LevelEmbedding(ch, emb_dim)
         # one extra row: the "no class" label of classifier-free guidance (index num_classes)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
         self.aug_embed = LevelEmbedding(ch, emb_dim) if cfg.augment_embedding else None
 
-        block = lambda c_in, c_out: ResBlock(c_in, c_out, emb_dim, cfg.dropout, cfg.norm_groups, cfg.film)  # noqa: E731
-        attn = lambda c: Attention(c, cfg.attn_head_channels, cfg.norm_groups)  # noqa: E731
+        block = lambda c_in, c_out: ResBlock(c_in, c_out, emb_dim, cfg.dropout, norm, cfg.film)  # noqa: E731
+        attn = lambda c: Attention(c, cfg.attn_head_channels, norm, window)  # noqa: E731
 
-        self.conv_in = nn.Conv2d(cfg.in_channels, ch, 3, padding=1)
+        self.conv_in = nn.Conv2d(cfg.in_channels * patch**2, ch, 3, padding=1)
         self.down = nn.ModuleList()
-        skips, c, res = [ch], ch, cfg.image_size
+        skips, c, res = [ch], ch, cfg.image_size // patch
         for level, mult in enumerate(cfg.channel_mults):
             for _ in range(cfg.num_res_blocks):
                 layers = [block(c, ch * mult)]
@@ -65,8 +73,8 @@ class UNet(nn.Module):
                 self.up.append(nn.ModuleList([Upsample(c)]))
                 res *= 2
 
-        self.norm_out = group_norm(c, cfg.norm_groups)
-        self.conv_out = nn.Conv2d(c, cfg.out_channels, 3, padding=1)
+        self.norm_out = norm(c)
+        self.conv_out = nn.Conv2d(c, cfg.out_channels * patch**2, 3, padding=1)
         nn.init.zeros_(self.conv_out.weight)
         nn.init.zeros_(self.conv_out.bias)
 
@@ -87,7 +95,7 @@ class UNet(nn.Module):
         if x.shape[-1] % f or x.shape[-2] % f:
             raise ValueError(f"input size {tuple(x.shape[-2:])} must be a multiple of {f}")
         emb = self.embed(sqrt_gamma, labels, aug_level)
-        h = self.conv_in(x)
+        h = self.conv_in(F.pixel_unshuffle(x, self.patch))
         hs = [h]
         for layers in self.down:
             h = _apply(layers, h, emb)
@@ -97,7 +105,31 @@ class UNet(nn.Module):
             if isinstance(layers[0], ResBlock):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = _apply(layers, h, emb)
-        return self.conv_out(F.silu(self.norm_out(h)))
+        return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.patch)
+
+
+class UNet(UNetBody):
+    """SR3's U-Net: full-resolution first level, GroupNorm of `norm_groups` groups, global attention."""
+
+    def __init__(self, cfg: ModelConfig):
+        if cfg.patch != 1 or cfg.attn_window or cfg.norm_window:
+            raise SR3Error("model.patch, model.attn_window and model.norm_window belong to model.arch=sdunet, not unet")
+        super().__init__(cfg, lambda c: group_norm(c, cfg.norm_groups))
+
+
+class SpaceToDepthUNet(UNetBody):
+    """The U-Net on a `model.patch` pixel-unshuffle stem, GroupNorm over `model.norm_window` neighbourhoods and
+    `model.attn_window` attention.
+
+    At patch 2 the first level has a quarter of the pixels, so the same FLOPs buy four times the width
+    there; `attn_resolutions` count feature-map sizes after the stem (128 px at patch 2: 64 is level one).
+    """
+
+    def __init__(self, cfg: ModelConfig):
+        if cfg.norm_window < 2:
+            raise SR3Error("model.arch=sdunet needs model.norm_window >= 2: the feature pixels its norms pool over")
+        norm = lambda c: WindowGroupNorm(c, cfg.norm_groups, cfg.norm_window)  # noqa: E731
+        super().__init__(cfg, norm, patch=cfg.patch, window=cfg.attn_window)
 
 
 def _apply(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
