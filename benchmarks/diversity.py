@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from harness import device_name, run
+from harness import add_image_set_args, device_name, run
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 from sr3.evaluate import model_pairs
@@ -35,11 +35,7 @@ def seed_std(samples: torch.Tensor) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
-    p.add_argument("--hr", required=True, help="folder of HR images")
-    p.add_argument("--lr", help="folder of LR images with the same names (default: the model's degradation)")
-    p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    add_image_set_args(p)
     p.add_argument("--seeds", type=int, default=4, help="samples per image (default 4)")
     p.add_argument("--sampler", help="sampler name (default: the model's)")
     p.add_argument("--steps", type=int, help="sampling steps (default: the model's)")

@@ -22,6 +22,7 @@ from sr3.device import autocast as precision_autocast
 from sr3.device import check_precision
 from sr3.errors import SR3Error
 from sr3.models import build_network
+from sr3.models.unet import downscale_factor
 
 
 def parser(description: str, epilog: str) -> argparse.ArgumentParser:
@@ -40,12 +41,21 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
     return p
 
 
+def add_image_set_args(p: argparse.ArgumentParser) -> None:
+    """The model and the SR test set a quality benchmark scores: --model, --hr, --lr, --holdout, --limit."""
+    p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
+    p.add_argument("--hr", required=True, help="folder of HR images")
+    p.add_argument("--lr", help="folder of LR images with the same names (default: the model's degradation, MATLAB-style bicubic)")
+    p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
+    p.add_argument("--limit", type=int, help="only the first N images")
+
+
 def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:
     """Check the flags, set the thread count, load the preset; mistakes raise SR3Error before any work."""
     if args.batch < 1 or args.repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise SR3Error("--batch, --repeats and --threads must be at least 1, --warmup at least 0")
     cfg = load_config(args.preset)
-    factor = cfg.model.patch * 2 ** (len(cfg.model.channel_mults) - 1)
+    factor = downscale_factor(cfg.model)
     if args.resolution < factor or args.resolution % factor:
         raise SR3Error(f"--resolution {args.resolution} must be a positive multiple of {factor} for this U-Net")
     if args.threads:

@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import device_name
+from harness import add_image_set_args, device_name
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
@@ -31,11 +31,7 @@ EXAMPLES = """examples:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
-    p.add_argument("--hr", required=True, help="folder of HR images")
-    p.add_argument("--lr", help="folder of LR images with the same names (default: MATLAB-style bicubic)")
-    p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
-    p.add_argument("--limit", type=int, help="only the first N images")
+    add_image_set_args(p)
     p.add_argument("--samplers", default="euler,heun,dpmpp_2m,ddim", help="comma-separated sampler names")
     p.add_argument("--nfe", default="1,2,4,8,16,32", help="comma-separated network-evaluation counts")
     p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid family, in place of any tuned grid (default: the model's own)")

@@ -42,6 +42,15 @@ def _seeded():
     np.random.seed(0)
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny convolutions: syncing intra-op threads costs more than it saves, badly so on a busy machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def photo_dir(tmp_path_factory) -> Path:
     """A folder of real photos, downsized to keep tiny training runs fast."""

@@ -33,12 +33,7 @@ TINY = ModelConfig(
 IDENTITY = lambda c: nn.Identity()  # noqa: E731  (attention tests compare crops: no statistic may pool over them)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _net(**changes) -> torch.nn.Module:
@@ -104,11 +99,17 @@ def test_window_group_norm_is_group_norm_within_a_window_and_local_beyond():
     assert not torch.allclose(gn(x[..., :, 1:12])[..., 2:-2, 3:-3], gn(x)[..., 2:-2, 4:-4], atol=1e-3)
 
 
-def test_windowed_attention_is_global_attention_within_each_window():
+def _attention_pair():
+    """Attention in windows of 4 and the same weights attending globally."""
     torch.manual_seed(0)
     windowed = Attention(16, 8, IDENTITY, window=4).eval()
     full = Attention(16, 8, IDENTITY, window=0).eval()
     full.load_state_dict(windowed.state_dict())
+    return windowed, full
+
+
+def test_windowed_attention_is_global_attention_within_each_window():
+    windowed, full = _attention_pair()
     x = _randn(2, 16, 8, 12)
     out = windowed(x)
     for top in (0, 4):
@@ -121,10 +122,7 @@ def test_windowed_attention_is_global_attention_within_each_window():
 
 def test_ragged_windows_mask_their_padding():
     """A 6x7 map in windows of 4: the edge windows are partial and attend only to their real positions."""
-    torch.manual_seed(0)
-    windowed = Attention(16, 8, IDENTITY, window=4).eval()
-    full = Attention(16, 8, IDENTITY, window=0).eval()
-    full.load_state_dict(windowed.state_dict())
+    windowed, full = _attention_pair()
     x = _randn(1, 16, 6, 7)
     out = windowed(x)
     assert out.shape == x.shape

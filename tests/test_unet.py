@@ -42,13 +42,7 @@ def _input(batch: int = 2, h: int = 16, w: int = 16, channels: int = 6, seed: in
 LEVELS = torch.tensor([0.3, 0.9])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny convolutions: syncing intra-op threads costs more than it saves, badly so on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_output_shape_is_the_image_shape():

@@ -29,7 +29,7 @@ import yaml
 from PIL import Image
 
 from sr3.conditioning import check_aug_level
-from sr3.config import SamplerConfig, check_tile, from_dict, to_dict
+from sr3.config import ModelConfig, SamplerConfig, check_tile, from_dict, to_dict
 from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline, upscale_images
@@ -242,13 +242,18 @@ def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
             raise SR3Error(f"stage {k} turns {data.hr_size // data.scale} px into {data.hr_size} px, but stage {k - 1} makes {below} px")
         if m.num_classes and data.class_names != names:
             raise SR3Error(f"stage {k} was trained on other classes than the base model")
-        if stage.aug_level and not m.augment_embedding:
-            raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
-        check_aug_level(stage.aug_level, f"stage {k}: aug_level")
+        check_stage_augmentation(k, stage, m)
         if stage.truncate and (k != 1 or stage.aug_level <= 0):
             raise SR3Error(f"stage {k}: truncate needs aug_level > 0 and a base model right below (stage 1 only)")
         if stage.truncate and stage.colour_fix:
             raise SR3Error(f"stage {k}: a truncated stage's input is a noisy latent; it cannot be colour-fixed")
+
+
+def check_stage_augmentation(k: int, stage: StageConfig, model: ModelConfig) -> None:
+    """A stage's sampling-time augmentation level: in range, and only where the stage was trained with it."""
+    if stage.aug_level and not model.augment_embedding:
+        raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
+    check_aug_level(stage.aug_level, f"stage {k}: aug_level")
 
 
 def check_sr_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
@@ -260,9 +265,7 @@ def check_sr_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:
             raise SR3Error(f"stage {k} must be an SR model: only stage 0 of a generating cascade is a base model")
         if m.num_classes:
             raise SR3Error(f"stage {k} is class-conditional: an SR-only cascade upscales images without classes")
-        if stage.aug_level and not m.augment_embedding:
-            raise SR3Error(f"stage {k} was trained without conditioning augmentation: its aug_level must be 0")
-        check_aug_level(stage.aug_level, f"stage {k}: aug_level")
+        check_stage_augmentation(k, stage, m)
         if stage.truncate or stage.guidance:
             raise SR3Error(f"stage {k}: truncate and guidance belong to cascades with a base model")
 

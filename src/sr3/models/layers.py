@@ -50,8 +50,7 @@ def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
         c = F.pad(t, (radius + 1, radius, radius + 1, radius)).cumsum(-1).cumsum(-2)
         return c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]
 
-    count = box_sum(torch.ones_like(x[:1, :1] if x.ndim == 4 else x))
-    return box_sum(x) / count
+    return box_sum(x) / box_sum(x.new_ones(x.shape[-2:]))
 
 
 class WindowGroupNorm(nn.Module):

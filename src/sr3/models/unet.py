@@ -21,6 +21,11 @@ from sr3.errors import SR3Error
 from sr3.models.layers import Attention, Downsample, LevelEmbedding, Norm, ResBlock, Upsample, WindowGroupNorm, group_norm
 
 
+def downscale_factor(cfg: ModelConfig) -> int:
+    """What H and W must be multiples of: the stem's patch times one halving per level below the first."""
+    return cfg.patch * 2 ** (len(cfg.channel_mults) - 1)
+
+
 class UNetBody(nn.Module):
     """net(x, sqrt_gamma, labels=None, aug_level=None) -> prediction with `out_channels` channels.
 
@@ -34,7 +39,7 @@ class UNetBody(nn.Module):
         self.cfg = cfg
         ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
         self.patch = patch
-        self.downscale_factor = patch * 2 ** (len(cfg.channel_mults) - 1)
+        self.downscale_factor = downscale_factor(cfg)
         self.noise_embed = LevelEmbedding(ch, emb_dim)
         # one extra row: the "no class" label of classifier-free guidance (index num_classes)
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None

@@ -1,17 +1,7 @@
 // sr3 upscale page: choose an image, queue a job, follow its progress, compare and download the result.
 "use strict";
-const $ = (id) => document.getElementById(id);
 let chosenFile = null;
 let pollTimer = null;
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
-
-async function errorOf(response) {
-  try { return (await response.json()).error || response.statusText; } catch (e) { return response.statusText; }
-}
 
 async function loadModels() {
   const response = await fetch("/api/models");

@@ -1,19 +1,9 @@
 // sr3 study page: SR3's 2AFC protocol. Each pair shows for a few seconds, then the participant picks a side.
 "use strict";
-const $ = (id) => document.getElementById(id);
 let participant = "";
 let current = null;
 let shownAt = 0;
 let hideTimer = null;
-
-function showError(message) {
-  $("error").textContent = message;
-  $("error").hidden = !message;
-}
-
-async function errorOf(response) {
-  try { return (await response.json()).error || response.statusText; } catch (e) { return response.statusText; }
-}
 
 function loaded(img, url) {
   return new Promise((resolve, reject) => { img.onload = resolve; img.onerror = reject; img.src = url; });
