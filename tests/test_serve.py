@@ -199,6 +199,7 @@ def test_the_page_and_its_assets_are_served_from_the_package(server):
     assert b"http" not in (STATIC / "index.html").read_bytes().replace(b"http-equiv", b"")  # no remote asset
     models = json.loads(request(server, "/api/models")[1])
     assert [m["name"] for m in models["models"]] == ["natural-4x"] and "coffee-96x64.png" in models["examples"]
+    assert models["models"][0]["denoise"] is False  # natural-4x was trained with no noise level
 
 
 @pytest.mark.parametrize(
@@ -213,6 +214,8 @@ def test_the_page_and_its_assets_are_served_from_the_package(server):
         ({"model": "../../etc/passwd"}, {"file": ("a.png", b"x")}, 422, "unknown model"),
         ({"steps": "0"}, {"file": ("a.png", b"x")}, 422, "steps must be a whole number from 1"),
         ({"seed": "abc"}, {"file": ("a.png", b"x")}, 422, "seed must be a whole number"),
+        ({"denoise": "0.5"}, {"file": ("a.png", b"x")}, 422, "not trained with a noise level"),
+        ({"denoise": "much"}, {"file": ("a.png", b"x")}, 422, "denoise must be a number from 0 to 1"),
         ({"example": "../app.py"}, None, 422, "no example named"),
         ({"model": "natural-4x"}, None, 400, "send an image file"),
     ],

@@ -129,6 +129,29 @@ def load_network(path: str | Path) -> tuple[torch.nn.Module, Config]:
     return net.eval(), cfg
 
 
+def init_from(net: torch.nn.Module, source: str | Path) -> list[str]:
+    """Load the EMA weights of `source` into `net` wherever names and shapes agree, to fine-tune it; returns
+    the parameters `net` has beyond the source, which keep their initialisation. An augmentation-level
+    embedding new to the network starts with a zero output, so training starts from the source's function.
+    """
+    _, weights, _ = read_weights(source)
+    own = net.state_dict()
+    unknown = sorted(set(weights) - set(own))
+    wrong = sorted(k for k in set(weights) & set(own) if weights[k].shape != own[k].shape)
+    if unknown or wrong:
+        raise SR3Error(
+            f"train.init {source} is not this network: {len(unknown)} of its parameters are not in the config's model "
+            f"and {len(wrong)} differ in shape (e.g. {(unknown + wrong)[0]})"
+        )
+    net.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
+    new = sorted(set(own) - set(weights))
+    aug_out = getattr(getattr(net, "aug_embed", None), "mlp", [None])[-1]
+    if aug_out is not None and any(k.startswith("aug_embed.") for k in new):
+        torch.nn.init.zeros_(aug_out.weight)
+        torch.nn.init.zeros_(aug_out.bias)
+    return new
+
+
 def export_weights(src: str | Path, dst: str | Path, half: bool = True, overrides: list[str] = ()) -> Path:
     """A standalone inference file of a run's EMA weights: config (with `sampler.*` overrides) in the metadata.
 

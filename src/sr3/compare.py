@@ -2,14 +2,15 @@
 each panel with a zoomed crop below it, so people can look rather than read.
 
 A method is `MODEL` or `MODEL:SAMPLER:STEPS` (e.g. `natural-4x:ddpm:25`), optionally with `@SEED` to show
-another draw of the same model (`faces-8x@1`); `bicubic`, the LR image shown by
+another draw of the same model (`faces-8x@1`) and `,denoise=S|auto` for a denoise strength
+(`photo-4x,denoise=auto`); `bicubic`, the LR image shown by
 nearest-neighbour (`lr`) and the HR image (`hr`, when there is one) are columns too.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
@@ -30,15 +31,24 @@ class Method:
     sampler: str | None = None
     steps: int | None = None
     seed: int | None = None  # None: the sheet's seed
+    denoise: float | str = 0.0
 
     @property
     def label(self) -> str:
         text = self.model if self.sampler is None else f"{self.model} {self.sampler} {self.steps}"
-        return text if self.seed is None else f"{text} seed {self.seed}"
+        text = text if self.seed is None else f"{text} seed {self.seed}"
+        return text if not self.denoise else f"{text} denoise {self.denoise}"
 
 
 def parse_method(spec: str) -> Method:
-    """`MODEL` or `MODEL:SAMPLER:STEPS`, either optionally followed by `@SEED`."""
+    """`MODEL` or `MODEL:SAMPLER:STEPS`, either optionally followed by `@SEED`, then optionally `,denoise=S|auto`."""
+    spec, marked, value = spec.rpartition(",denoise=") if ",denoise=" in spec else (spec, "", "")
+    if marked:
+        try:
+            denoise = value if value == "auto" else float(value)
+        except ValueError:
+            raise SR3Error(f"a method's denoise must be a number in [0, 1] or auto; got {value}") from None
+        return replace(parse_method(spec), denoise=denoise)
     body, at, seed_text = spec.rpartition("@") if "@" in spec else (spec, "", "")
     parts = body.split(":")
     seed = int(seed_text) if seed_text.isdigit() else None
@@ -47,7 +57,8 @@ def parse_method(spec: str) -> Method:
             return Method(parts[0], seed=seed)
         if len(parts) == 3 and parts[0] and parts[1] in SAMPLERS and parts[2].isdigit() and int(parts[2]) > 0:
             return Method(parts[0], parts[1], int(parts[2]), seed)
-    raise SR3Error(f"a method must be MODEL or MODEL:SAMPLER:STEPS, optionally with @SEED, e.g. natural-4x:ddpm:25@1; got {spec}")
+    raise SR3Error(f"a method must be MODEL or MODEL:SAMPLER:STEPS, optionally with @SEED and ,denoise=S|auto, "
+                   f"e.g. natural-4x:ddpm:25@1; got {spec}")
 
 
 def run_methods(
@@ -62,7 +73,7 @@ def run_methods(
         base = seed if method.seed is None else method.seed
         row = []
         for i, lr in enumerate(lrs):
-            row.append(pipe.upscale(lr, method.steps, method.sampler, base + i, tile=tile))
+            row.append(pipe.upscale(lr, method.steps, method.sampler, base + i, tile=tile, denoise=method.denoise))
             if on_done:
                 on_done()
         out.append(row)

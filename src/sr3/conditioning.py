@@ -7,7 +7,8 @@ with a random Gaussian blur (high-resolution stages), so the stage tolerates the
 stage below it. The augmentation level s is a fraction of the training schedule: s = t / T, in [0, 1).
 
 One constructor builds the condition at training time and one at sampling time; both noise the LR
-image at low resolution, then upsample it.
+image at low resolution, then upsample it. A third tells a model trained so that a real photo already
+carries noise of a given level (`denoise_condition`): its denoise-strength control.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import torch
 from sr3.config import AugmentConfig, Config
 from sr3.diffusion import Cond
 from sr3.errors import SR3Error
-from sr3.imaging import gaussian_blur, imresize
+from sr3.imaging import estimate_noise_std, gaussian_blur, imresize
 from sr3.noise import PerSampleNoise
 from sr3.schedules import level_gamma, training_gammas
 
@@ -77,6 +78,47 @@ def sampling_condition(
             raise SR3Error("noising the condition to aug_level > 0 needs a noise source")
         lr = noise_augment(lr, level, training_gammas(cfg.noise), noise(lr))
     return Cond(image=upsample(lr, cfg.data.scale), aug_level=level.float().to(lr.device))
+
+
+def takes_denoise(cfg: Config) -> bool:
+    """Whether a model was trained with noise augmentation and told its level, so it takes a denoise strength."""
+    return cfg.model.augment_embedding and cfg.augment.noise_max > 0
+
+
+def check_denoise(strength: float | str, cfg: Config) -> float | str:
+    """A denoise strength in [0, 1] or "auto", for a model trained with noise augmentation (it maps onto its
+    level range); 0 suits every model."""
+    if strength != "auto" and not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
+        raise SR3Error(f"denoise strength must be in [0, 1] or 'auto'; got {strength!r}")
+    if strength and not takes_denoise(cfg):
+        raise SR3Error("this model was not trained with a noise level (augment.noise_max); denoising needs one such as photo-4x")
+    return strength
+
+
+def noise_level(std: float, gammas: torch.Tensor) -> float:
+    """The augmentation level whose forward-process noise sqrt(1 - gamma) has standard deviation `std` ([-1, 1] units)."""
+    lo, hi = 0.0, 1.0 - 1e-9
+    for _ in range(50):  # bisection: 1 - gamma grows with the level
+        mid = (lo + hi) / 2
+        g = float(level_gamma(torch.tensor([mid], dtype=torch.float64), gammas)[0])
+        lo, hi = (mid, hi) if (1 - g) ** 0.5 < std else (lo, mid)
+    return hi
+
+
+def auto_denoise(lr: torch.Tensor, cfg: Config) -> float:
+    """The denoise strength for an LR image [C, h, w]: the level of the noise a wavelet estimator finds in it,
+    as a fraction of the model's trained range (capped at 1)."""
+    level = noise_level(estimate_noise_std(lr), training_gammas(cfg.noise))
+    return min(1.0, level / cfg.augment.noise_max)
+
+
+def denoise_condition(lr: torch.Tensor, cfg: Config, strengths: torch.Tensor) -> Cond:
+    """The condition of LR photos said to carry noise of `strengths` [B] (fractions of `augment.noise_max`): the
+    model is told that level and sees the LR scaled by sqrt(gamma), as a forward-process sample at it is; no
+    noise is added, so the stronger the setting, the more of the input's fine detail the model treats as noise."""
+    levels = strengths.to(torch.float64) * cfg.augment.noise_max
+    g = level_gamma(levels, training_gammas(cfg.noise)).to(lr.device, lr.dtype).view(-1, 1, 1, 1)
+    return Cond(image=upsample(g.sqrt() * lr, cfg.data.scale), aug_level=levels.float().to(lr.device))
 
 
 def batch_condition(batch: dict[str, torch.Tensor], cfg: Config, gammas: torch.Tensor, rng: PerSampleNoise) -> Cond:

@@ -140,6 +140,9 @@ class TrainConfig:
     ema_decay: float = 0.9999
     precision: Precision = "fp32"  # mixed-precision training (bf16, fp16) or none
     seed: int = 0
+    # start from these weights (a shipped model's name, a run, checkpoint or .safetensors file): fine-tuning.
+    # Parameters the source lacks keep their fresh initialisation; a resumed run ignores it.
+    init: str = ""
     num_workers: int = 0
     cache_images: bool = False  # keep decoded training images in memory (per loader worker): no decode per crop
     label_dropout: float = 0.0

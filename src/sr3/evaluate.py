@@ -127,6 +127,7 @@ def evaluate(
     progress: Callable[[int], None] | None = None,
     batch_size: int = 1,
     perceptual: PerceptualConfig | None = None,
+    denoise: float | str = 0.0,
 ) -> dict:
     """Score the model and bicubic on every pair; image i is sampled with seed `seed + i`.
 
@@ -134,6 +135,7 @@ def evaluate(
     `batch_size` > 1 samples consecutive pairs of the same size together (faster on a GPU); the noise of
     each image comes from its own seed, so the outputs are those of one-by-one sampling. `perceptual`
     adds ST-LPIPS per image and FID/KID and the classifier fool rates of the set (`sr3.metrics.perceptual`).
+    `denoise`: a strength or "auto", for models trained with a noise level (`SR3Pipeline.super_resolve`).
     """
     sampler = sampler or pipe.sampler_config()
     if batch_size < 1:
@@ -151,7 +153,7 @@ def evaluate(
         start = time.perf_counter()
         lr = torch.stack([pair.lr for pair in group])
         seeds = [seed + first + j for j in range(len(group))]
-        sr = pipe.super_resolve(lr, seeds, sampler, progress).cpu()
+        sr = pipe.super_resolve(lr, seeds, sampler, progress, denoise=denoise).cpu()
         seconds += time.perf_counter() - start
         for pair, out in zip(group, sr):
             model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
@@ -175,7 +177,8 @@ def evaluate(
         "sampler": sampler.name,
         "steps": sampler.steps,
         "nfe": network_evaluations(sampler.name, sampler.steps),
-        "colour_fix": sampler.colour_fix,
+        "colour_fix": sampler.colour_fix and not denoise,
+        "denoise": denoise,
         "tile": sampler.tile,
         "precision": pipe.precision,
         "seed": seed,

@@ -65,13 +65,18 @@ def open_image(source: str | Path | BinaryIO, max_pixels: int | None = None, nam
     except (OSError, SyntaxError, ValueError, EOFError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise SR3Error(f"cannot read image {label}: {reason}") from None
-    if img.mode in _SIXTEEN_BIT_MODES:
-        # convert("L") would clip values above 255; map 0..65535 onto 0..255 instead (65535 / 257 = 255).
-        wide = np.asarray(img, dtype=np.float64)
-        info = img.info
-        img = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
-        img.info.update(info)
-    return img
+    return eight_bit(img)
+
+
+def eight_bit(img: Image.Image) -> Image.Image:
+    """A 16-bit grey image as 8-bit grey, 0..65535 mapped onto 0..255 (convert("L") would clip above 255); info kept.
+    Any other image is returned as it is."""
+    if img.mode not in _SIXTEEN_BIT_MODES:
+        return img
+    wide = np.asarray(img, dtype=np.float64)
+    out = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), mode="L")
+    out.info.update(img.info)
+    return out
 
 
 def save_image(image: Image.Image, path: str | Path, settings: dict) -> None:
@@ -113,7 +118,9 @@ class UpscaleInput:
 
 
 def split_for_upscale(img: Image.Image) -> UpscaleInput:
-    """Separate colour from alpha (RGBA, LA, palette transparency) and note grey inputs and the ICC profile."""
+    """Separate colour from alpha (RGBA, LA, palette transparency) and note grey inputs (16-bit ones as 8-bit
+    grey) and the ICC profile."""
+    img = eight_bit(img)
     has_alpha = img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
     alpha = img.convert("RGBA").getchannel("A") if has_alpha else None
     gray = img.mode in ("1", "L", "LA")
@@ -220,6 +227,15 @@ def square_resize(img: Image.Image, size: int) -> torch.Tensor:
     left, top = (img.width - side) // 2, (img.height - side) // 2
     square = to_tensor(img.crop((left, top, left + side, top + side)))
     return square if side == size else imresize(square, size=(size, size)).clamp(-1, 1)
+
+
+def estimate_noise_std(image: torch.Tensor) -> float:
+    """Standard deviation of the Gaussian noise in an image [C, H, W] on [-1, 1], by scikit-image's robust
+    wavelet (median absolute deviation) estimator, averaged over channels."""
+    from skimage.restoration import estimate_sigma
+
+    unit = ((image.detach().float().cpu().clamp(-1, 1) + 1) / 2).numpy()
+    return 2 * float(estimate_sigma(unit, channel_axis=0, average_sigmas=True))
 
 
 def rgb_to_y(rgb: np.ndarray) -> np.ndarray:

@@ -20,7 +20,7 @@ import torch
 from PIL import Image
 
 from sr3.checkpoint import load_network
-from sr3.conditioning import sampling_condition
+from sr3.conditioning import auto_denoise, check_denoise, denoise_condition, sampling_condition
 from sr3.config import Config, SamplerConfig, check_tile
 from sr3.device import check_precision, resolve_device
 from sr3.diffusion import Cond, Denoiser, undiffused_image
@@ -70,10 +70,13 @@ def upscale_images(
     return out[0] if single else out
 
 
-def output_metadata(model: str, sampler: SamplerConfig, seed: int, precision: str) -> dict[str, object]:
+Denoise = float | str | Sequence[float]  # a strength in [0, 1] for every image, "auto", or one per image
+
+
+def output_metadata(model: str, sampler: SamplerConfig, seed: int, precision: str, denoise: float = 0.0) -> dict[str, object]:
     """What an upscaled file records of how it was made (PNG text chunks `sr3:KEY`), for every writer."""
     return {"model": model, "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": sampler.tile,
-            "colour_fix": sampler.colour_fix, "precision": precision}
+            "colour_fix": sampler.colour_fix and not denoise, "precision": precision, "denoise": round(denoise, 4)}
 
 
 class SR3Pipeline:
@@ -127,6 +130,7 @@ class SR3Pipeline:
         aug_level: float = 0.0,
         labels: torch.Tensor | None = None,
         lr_noised: bool = False,
+        denoise: Denoise = 0.0,
     ) -> torch.Tensor:
         """SR of a batch of LR tensors [B, C, h, w] in [-1, 1] -> [B, C, h*scale, w*scale], one seed per image.
 
@@ -136,14 +140,23 @@ class SR3Pipeline:
         `aug_level` > 0 noises the condition to that level first (CDM's conditioning augmentation at
         sampling time), unless `lr_noised` says the LR already is at that level (the truncated output of a
         base model); such an LR is no measurement to pin colours to, so the colour fix is skipped there.
+        `denoise` (models trained with noise augmentation) tells the model the LR carries noise of that
+        strength (`denoise_strengths`, `sr3.conditioning.denoise_condition`); the colour fix, which would
+        pin the output to the input's noise, is skipped for it too.
         """
         sampler = sampler or self.sampler_config()
         if len(seeds) != lr.shape[0]:
             raise SR3Error(f"{len(seeds)} seeds for a batch of {lr.shape[0]} images")
+        strengths = self.denoise_strengths(lr, denoise)
+        if strengths.any() and (aug_level or lr_noised):
+            raise SR3Error("denoise and aug_level are two uses of one noise level; give one of them")
         h, w = lr.shape[-2:]
         lr = pad_to_multiple(lr.to(self.device, torch.float32), self.multiple // math.gcd(self.multiple, self.scale))
         noise = PerSampleNoise(seeds, self.device)
-        cond = sampling_condition(lr, self.cfg, aug_level, noise, lr_noised)
+        if strengths.any():
+            cond, lr_noised = denoise_condition(lr, self.cfg, strengths), True
+        else:
+            cond = sampling_condition(lr, self.cfg, aug_level, noise, lr_noised)
         cond.labels = self._labels(labels, lr.shape[0])
         sigmas = sampling_sigmas(sampler, self.cfg.noise)
         x = initial_noise(noise, (lr.shape[0], self.cfg.model.out_channels, *cond.image.shape[2:]), float(sigmas[0]))
@@ -152,6 +165,22 @@ class SR3Pipeline:
         if sampler.colour_fix and not lr_noised:
             x = low_frequency_fix(x, lr, self.scale)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
+
+    def denoise_strengths(self, lr: torch.Tensor, denoise: Denoise) -> torch.Tensor:
+        """One denoise strength per LR image [B, C, h, w]: given, or "auto" (`sr3.conditioning.auto_denoise`)."""
+        if isinstance(denoise, str):
+            check_denoise(denoise, self.cfg)
+            values = [auto_denoise(x, self.cfg) for x in lr]
+        else:
+            values = [float(denoise)] * lr.shape[0] if isinstance(denoise, (int, float)) else [float(d) for d in denoise]
+        if len(values) != lr.shape[0]:
+            raise SR3Error(f"{len(values)} denoise strengths for a batch of {lr.shape[0]} images")
+        return torch.tensor([check_denoise(v, self.cfg) for v in values], dtype=torch.float64)
+
+    def denoise_for(self, images: Sequence[Image.Image], denoise: Denoise) -> list[float]:
+        """The denoise strength each PIL image will be upscaled with ("auto" resolved), e.g. to record it."""
+        lr = torch.stack([to_tensor(split_for_upscale(im).rgb) for im in images])
+        return self.denoise_strengths(lr, denoise).tolist()
 
     def _tiled(self, tile: int):
         """The denoiser, over HR windows of `tile` LR pixels (rounded to the network's factor) unless 0."""
@@ -219,13 +248,18 @@ class SR3Pipeline:
         tile: int | None = None,
         colour_fix: bool | None = None,
         out_scale: float | None = None,
+        denoise: Denoise = 0.0,
     ) -> Image.Image | list[Image.Image]:
         """Upscale one PIL image, or a batch of same-size images (image i gets seed + i, or seeds[i]).
 
         Any mode: colour goes through the model; alpha is resized apart by bicubic; grey stays grey; the
         ICC profile is carried in `info` (`upscale_images`). `steps`, `sampler`, `tile` and `colour_fix`
         override the model's settings (`sampler_config`). `out_scale` resamples the result to any other
-        factor before its one rounding to 8 bits.
+        factor before its one rounding to 8 bits. `denoise`: see `super_resolve`.
         """
         sampler_cfg = self.sampler_config(steps, sampler, tile, colour_fix)
-        return upscale_images(images, seed, lambda lr, seeds: self.super_resolve(lr, seeds, sampler_cfg, progress), out_scale)
+
+        def run(lr, seeds):
+            return self.super_resolve(lr, seeds, sampler_cfg, progress, denoise=denoise)
+
+        return upscale_images(images, seed, run, out_scale)

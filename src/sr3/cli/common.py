@@ -56,3 +56,24 @@ def warn_slow_bf16(pipe) -> None:
     reason = slow_bf16_reason(pipe.device) if pipe.precision == "bf16" else None
     if reason:
         print(f"sr3: warning: {reason}; bf16 will run many times slower than fp32 here", file=sys.stderr)
+
+
+def denoise_arg(text: str) -> float | str:
+    """--denoise: 'auto' or a number in [0, 1]."""
+    if text == "auto":
+        return text
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1] or 'auto'; got {text!r}") from None
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1]; got {value}")
+    return value
+
+
+def add_denoise_flag(p: argparse.ArgumentParser) -> None:
+    """--denoise S|auto, for models trained with a noise level."""
+    p.add_argument("--denoise", type=denoise_arg, default=0.0, metavar="S|auto",
+                   help="models trained with a noise level (photo-4x): treat the input as carrying noise of strength S "
+                   "in [0, 1] (0: as trained, the default; 1: the most the model was trained on), or 'auto': estimate "
+                   "each input's noise level. Stronger removes more noise and JPEG artefacts, and more fine detail")

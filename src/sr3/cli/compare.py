@@ -24,11 +24,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", metavar="INPUT", help="LR images or folders (HR ones with --hr)")
     p.add_argument("-o", "--output", required=True, help="the sheet, a .png file")
-    p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS][@SEED]",
-                   help="a column: a shipped model or run, optionally with a sampler and step count, and a seed "
-                        "of its own for another draw (repeat)")
+    p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS][@SEED][,denoise=S|auto]",
+                   help="a column: a shipped model or run, optionally with a sampler and step count, a seed "
+                        "of its own for another draw, and a denoise strength (repeat)")
     p.add_argument("--hr", action="store_true",
                    help="the inputs are HR images: their LR is made by MATLAB-style bicubic and an HR column is added")
+    p.add_argument("--degradation", default="bicubic",
+                   help="with --hr: how the LR inputs are made, e.g. realworld (drawn from --seed; default bicubic)")
     p.add_argument("--limit", type=int, help="only the first N images")
     p.add_argument("--zoom", default="0.5,0.5,0.25", metavar="X,Y,SIZE",
                    help="the zoomed crop: centre as fractions of width and height, side as a fraction (default 0.5,0.5,0.25)")
@@ -53,6 +55,7 @@ def parse_zoom(text: str) -> tuple[tuple[float, float], float]:
 
 def run(args: argparse.Namespace) -> None:
     from sr3.cli.upscale import collect_inputs
+    from sr3.conditioning import check_denoise
     from sr3.compare import bicubic, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
     from sr3.data.degradations import degrade
     from sr3.data.pairs import seeded_generator
@@ -72,10 +75,11 @@ def run(args: argparse.Namespace) -> None:
         if m.model not in pipes:
             pipes[m.model] = SR3Pipeline.load(m.model, args.device, args.precision)
             warn_slow_bf16(pipes[m.model])
+        check_denoise(m.denoise, pipes[m.model].cfg)
     scale = check_same_scale(list(pipes.values()))
     if args.hr:
         hrs = [mod_crop(im, scale) for im in images]
-        lrs = [to_pil(degrade("bicubic", to_tensor(h), scale, seeded_generator(args.seed, i))) for i, h in enumerate(hrs)]
+        lrs = [to_pil(degrade(args.degradation, to_tensor(h), scale, seeded_generator(args.seed, i))) for i, h in enumerate(hrs)]
     else:
         hrs, lrs = None, images
     with tqdm(total=len(methods) * len(lrs), desc="compare", unit="image", disable=args.quiet) as bar:

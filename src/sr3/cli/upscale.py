@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_sampling_flags, check_at_least_one, warn_slow_bf16
+from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, is_cascade
@@ -15,6 +15,7 @@ from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, is_cascade
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
   sr3 upscale face.png -o face_x8.png --model faces-8x
+  sr3 upscale old_photo.jpg --model photo-4x --denoise auto   # noisy, compressed camera photos
   sr3 upscale photo.jpg --scale 2 --tile 64 --no-colour-fix
   sr3 upscale lowres/ -o highres/ --model runs/t91 --steps 100 --sampler ddpm --seed 7
 """
@@ -38,6 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p, "match the output's low frequencies (colours) to the input (default: the model's sampler.colour_fix, "
         "on unless it says otherwise: it raises PSNR and consistency)",
     )
+    add_denoise_flag(p)
     p.add_argument("--set", action="append", metavar="STAGE.KEY=VALUE",
                    help="a cascade: override a stage's setting, e.g. 1.steps=20 or 1.aug_level=0.1 (repeatable)")
     p.add_argument("--batch-size", type=int, default=1, help="images of the same size sampled together")
@@ -117,15 +119,16 @@ def run(args: argparse.Namespace) -> None:
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=total, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
-            results = upscale(list(images), seeds, lambda _: bar.update())
-        for src, image, dst, result, seed in zip(sources, images, targets, results, seeds):
-            save_image(result, dst, metadata(seed))
+            results, extra = upscale(list(images), seeds, lambda _: bar.update())
+        for src, image, dst, result, seed, more in zip(sources, images, targets, results, seeds, extra):
+            save_image(result, dst, {**metadata(seed), **more})
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
 
 
 def model_upscaler(args: argparse.Namespace):
-    """(steps per image, upscale(images, seeds, progress), metadata(seed)) of one model."""
+    """(steps per image, upscale(images, seeds, progress) -> (results, per-image metadata), metadata(seed)) of one model."""
+    from sr3.conditioning import check_denoise
     from sr3.pipeline import SR3Pipeline, output_metadata
 
     if args.set:
@@ -134,10 +137,14 @@ def model_upscaler(args: argparse.Namespace):
     warn_slow_bf16(pipe)
     s = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
 
-    def upscale(images, seeds, progress):
-        return pipe.upscale(images, s.steps, s.name, seeds, progress, s.tile, s.colour_fix, out_scale=args.scale)
+    check_denoise(args.denoise, pipe.cfg)  # before any image is sampled
 
-    return s.steps, upscale, lambda seed: output_metadata(str(args.model), s, seed, args.precision)
+    def upscale(images, seeds, progress):
+        strengths = pipe.denoise_for(images, args.denoise)
+        results = pipe.upscale(images, s.steps, s.name, seeds, progress, s.tile, s.colour_fix, args.scale, strengths)
+        return results, [output_metadata(str(args.model), s, seed, args.precision, d) for seed, d in zip(seeds, strengths)]
+
+    return s.steps, upscale, lambda seed: {}
 
 
 def cascade_upscaler(args: argparse.Namespace):
@@ -148,6 +155,8 @@ def cascade_upscaler(args: argparse.Namespace):
 
     if args.steps is not None or args.sampler is not None or args.colour_fix is not None:
         raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
+    if args.denoise:
+        raise SR3Error("--denoise is for one model; a cascade's stages take their noise level as --set STAGE.aug_level=S")
     cascade = Cascade.load(args.model, args.device, args.set or (), args.precision)
     if not cascade.is_upscaler:
         raise SR3Error(f"{args.model} starts with a base model: it generates images (sr3 generate), it does not upscale")
@@ -155,7 +164,7 @@ def cascade_upscaler(args: argparse.Namespace):
     stages = json.dumps(cascade.stage_settings(args.tile))
 
     def upscale(images, seeds, progress):
-        return cascade.upscale(images, seeds, progress, args.tile, args.scale)
+        return cascade.upscale(images, seeds, progress, args.tile, args.scale), [{}] * len(images)
 
     def metadata(seed):
         return {"model": str(args.model), "scale": cascade.scale, "seed": seed, "precision": args.precision, "stages": stages}

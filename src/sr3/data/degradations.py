@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 import torch
 
-from sr3.data.realworld import degrade_real
+from sr3.data.realworld import PHOTO, degrade_real
 from sr3.errors import SR3Error
 from sr3.imaging import imresize, quantize
 
@@ -28,9 +28,15 @@ def realworld(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch
     return degrade_real(hr, scale, generator)
 
 
+def photo(hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
+    """The milder real-world mixture of `sr3.data.realworld.PHOTO`, a fifth of it clean bicubic: camera photos."""
+    return degrade_real(hr, scale, generator, PHOTO)
+
+
 DEGRADATIONS: dict[str, Degradation] = {
     "bicubic": bicubic,
     "realworld": realworld,
+    "photo": photo,
 }
 
 

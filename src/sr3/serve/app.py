@@ -25,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from sr3 import study
+from sr3.conditioning import check_denoise, takes_denoise
 from sr3.errors import ImageTooLarge, SR3Error
 from sr3.imaging import open_image, save_image
 from sr3.pipeline import SR3Pipeline, output_metadata
@@ -92,7 +93,8 @@ class Models:
             pipe = self.get(name)
             sampler = pipe.sampler_config()
             out.append({"name": name, "description": PRETRAINED.get(name, self.cfg.models[name]), "scale": pipe.scale,
-                        "sampler": sampler.name, "steps": sampler.steps, "default": name == self.cfg.default_model})
+                        "sampler": sampler.name, "steps": sampler.steps, "default": name == self.cfg.default_model,
+                        "denoise": takes_denoise(pipe.cfg)})
         return out
 
     def run(self, job: Job, progress) -> tuple[Image.Image, dict]:
@@ -107,8 +109,10 @@ class Models:
 
         progress(0, sampler.steps)
         image = open_image(job.input_path)
-        result = pipe.upscale(image, sampler.steps, sampler.name, job.seed, step, sampler.tile, sampler.colour_fix)
-        return result, output_metadata(job.model, sampler, job.seed, pipe.precision)
+        (strength,) = pipe.denoise_for([image], job.denoise)
+        result = pipe.upscale(image, sampler.steps, sampler.name, job.seed, step, sampler.tile, sampler.colour_fix,
+                              denoise=strength)
+        return result, output_metadata(job.model, sampler, job.seed, pipe.precision, strength)
 
 
 def check_upload(data: bytes, name: str, cfg: ServeConfig) -> None:
@@ -136,6 +140,18 @@ def _int_field(form, key: str, low: int, high: int) -> int | None:
     if not text.lstrip("-").isdigit() or not low <= int(text) <= high:
         raise ApiError(422, f"{key} must be a whole number from {low} to {high}; got '{text[:20]}'")
     return int(text)
+
+
+def _denoise_field(form, pipe: SR3Pipeline) -> float | str:
+    """The form's denoise strength ("auto" or a number in [0, 1]; none is 0), checked against the model."""
+    text = str(form.get("denoise") or "0").strip()
+    try:
+        value = text if text == "auto" else float(text)
+        return check_denoise(value, pipe.cfg)
+    except ValueError:
+        raise ApiError(422, f"denoise must be a number from 0 to 1 or 'auto'; got '{text[:20]}'") from None
+    except SR3Error as exc:
+        raise ApiError(422, str(exc)) from None
 
 
 def _mime(data: bytes) -> str:
@@ -200,6 +216,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         models.check(model)  # before the image is read
         steps = _int_field(form, "steps", 1, MAX_STEPS)
         seed = _int_field(form, "seed", 0, 2**31 - 1) or 0
+        denoise = _denoise_field(form, models.get(model))
         upload, example = form.get("file"), str(form.get("example") or "")
         if example:
             if example not in _examples():
@@ -211,7 +228,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             check_upload(data, name, cfg)
         else:
             raise ApiError(400, "send an image file (field 'file') or an example name (field 'example')")
-        job = state["queue"].submit(model, steps, seed, data, name)
+        job = state["queue"].submit(model, steps, seed, data, name, denoise)
         return {"id": job.id, "position": state["queue"].position(job.id)}
 
     @app.get("/api/jobs/{job_id}")

@@ -35,6 +35,7 @@ class Job:
     seed: int
     input_path: Path
     input_name: str = "image.png"  # the uploaded file's own name, for the download's name only
+    denoise: float | str = 0.0  # a strength in [0, 1] or "auto", for models trained with a noise level
     status: Status = "queued"
     done_steps: int = 0
     total_steps: int = 0
@@ -63,12 +64,13 @@ class JobQueue:
         self._worker = threading.Thread(target=self._loop, name="sr3-jobs", daemon=True)
         self._worker.start()
 
-    def submit(self, model: str, steps: int | None, seed: int, data: bytes, name: str = "image.png") -> Job:
+    def submit(self, model: str, steps: int | None, seed: int, data: bytes, name: str = "image.png",
+               denoise: float | str = 0.0) -> Job:
         """Queue an upscale of an image file's bytes (checked by the caller; kept under a generated name)."""
         job_id = secrets.token_urlsafe(12)
         path = self.folder / f"{job_id}-in"
         path.write_bytes(data)
-        job = Job(job_id, model, steps, seed, path, name)
+        job = Job(job_id, model, steps, seed, path, name, denoise)
         with self._lock:
             self._prune()
             self._jobs[job_id] = job

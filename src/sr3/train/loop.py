@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sr3.checkpoint import list_checkpoints, load_train_state, save_checkpoint
+from sr3.checkpoint import init_from, list_checkpoints, load_train_state, save_checkpoint
 from sr3.conditioning import batch_condition
 from sr3.config import Config, TrainConfig, config_from_dict, to_dict
 from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed
@@ -30,6 +30,7 @@ from sr3.errors import SR3Error
 from sr3.models import build_network
 from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
+from sr3.pretrained import resolve_model
 from sr3.samplers import check_fits
 from sr3.schedules import training_gammas
 from sr3.train.ema import EMA
@@ -127,6 +128,8 @@ class Trainer:
             net.load_state_dict(weights)
             for group in opt.param_groups:  # hyper-parameters come from the config given now
                 group.update(betas=tuple(t.adam_betas), weight_decay=t.weight_decay)
+        elif t.init:
+            init_from(net, resolve_model(t.init))
         self.net, self.opt = self.acc.prepare(net, opt)
         self.ema = EMA(self.acc.unwrap_model(self.net), t.ema_decay)
         if ema_state is not None:

@@ -10,6 +10,7 @@ async function loadModels() {
   for (const m of info.models) {
     const option = new Option(`${m.name} (${m.scale}x)`, m.name, m.default, m.default);
     option.dataset.note = `${m.description}; default ${m.sampler}, ${m.steps} step(s)`;
+    option.dataset.denoise = m.denoise ? "yes" : "";
     $("model").add(option);
   }
   for (const name of info.examples) $("example").add(new Option(name, name));
@@ -20,6 +21,8 @@ async function loadModels() {
 function noteModel() {
   const option = $("model").selectedOptions[0];
   $("model-note").textContent = option ? option.dataset.note : "";
+  // only models trained with a noise level take a denoise strength
+  $("denoise-field").hidden = !(option && option.dataset.denoise);
 }
 
 function choose(file) {
@@ -37,6 +40,7 @@ async function submit() {
   form.append("model", $("model").value);
   form.append("steps", $("steps").value);
   form.append("seed", $("seed").value);
+  if (!$("denoise-field").hidden) form.append("denoise", $("denoise").value);
   $("go").disabled = true;
   try {
     const response = await fetch("/api/jobs", { method: "POST", body: form });
