@@ -35,6 +35,24 @@ def untrained_pipeline(cfg):
     return SR3Pipeline(net, cfg)
 
 
+def tiny_weights(path, overrides, seed=0):
+    """A weights file of a seeded, perturbed untrained `tiny` U-Net with `overrides`, as `sr3 export` writes one."""
+    import json
+
+    from safetensors.torch import save_file
+
+    from sr3.config import to_dict
+    from sr3.models.unet import UNet
+
+    cfg = load_config("tiny", overrides)
+    torch.manual_seed(seed)
+    net = UNet(cfg.model)
+    for p in net.parameters():
+        p.data.add_(0.05 * torch.randn_like(p))
+    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path, metadata={"config": json.dumps(to_dict(cfg))})
+    return path
+
+
 @pytest.fixture(autouse=True)
 def _seeded():
     """Every test starts from the same global RNG state, so none depends on the order tests run in."""

@@ -6,17 +6,14 @@ import json
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from sr3.cascade import Cascade, class_index
 from sr3.cli.main import main
-from sr3.config import load_config, to_dict
 from sr3.errors import SR3Error
 from sr3.imaging import to_tensor
-from sr3.models.unet import UNet
 from sr3.pipeline import SR3Pipeline
 
-from conftest import photo
+from conftest import photo, tiny_weights
 
 CLASSES = "data.class_names=[n01, n02]"
 BASE = ["model.in_channels=3", "data.mode=classes", "model.num_classes=2", CLASSES, "data.hr_size=16", "sampler.steps=3"]
@@ -24,21 +21,11 @@ SR = ["data.mode=classes", "model.num_classes=2", CLASSES, "data.hr_size=32", "d
       "model.augment_embedding=true", "sampler.steps=2"]
 
 
-def _weights(path, overrides, seed):
-    cfg = load_config("tiny", overrides)
-    torch.manual_seed(seed)
-    net = UNet(cfg.model)
-    for p in net.parameters():
-        p.data.add_(0.05 * torch.randn_like(p))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path, metadata={"config": json.dumps(to_dict(cfg))})
-    return path
-
-
 @pytest.fixture(scope="module")
 def cascade_dir(tmp_path_factory):
     root = tmp_path_factory.mktemp("cascade")
-    _weights(root / "base.safetensors", BASE, 0)
-    _weights(root / "sr.safetensors", SR, 1)
+    tiny_weights(root / "base.safetensors", BASE, 0)
+    tiny_weights(root / "sr.safetensors", SR, 1)
     (root / "cascade.yaml").write_text(
         "class_titles: [bullfrog, lemon]\n"
         "stages:\n  - {model: base.safetensors}\n  - {model: sr.safetensors, aug_level: 0.1}\n"
@@ -90,7 +77,7 @@ def test_bad_cascades_are_named(cascade_dir, overrides, message):
 
 
 def test_stage_sizes_must_chain(cascade_dir, tmp_path):
-    _weights(tmp_path / "sr64.safetensors", [*SR[:-4], "data.hr_size=64", "data.scale=2", "model.augment_embedding=true"], 2)
+    tiny_weights(tmp_path / "sr64.safetensors", [*SR[:-4], "data.hr_size=64", "data.scale=2", "model.augment_embedding=true"], 2)
     (tmp_path / "cascade.yaml").write_text(
         f"stages:\n  - {{model: {cascade_dir / 'base.safetensors'}}}\n  - {{model: sr64.safetensors}}\n"
     )
@@ -154,8 +141,8 @@ SR_ONLY = ["data.hr_size=32", "data.scale=2", "model.augment_embedding=true", "s
 def upscaler_dir(tmp_path_factory):
     """An SR-only cascade of two 2x stages (4x in all), the second trained (here: built) with augmentation."""
     root = tmp_path_factory.mktemp("upscaler")
-    _weights(root / "a.safetensors", ["data.hr_size=32", "data.scale=2", "sampler.steps=1"], 2)
-    _weights(root / "b.safetensors", SR_ONLY, 3)
+    tiny_weights(root / "a.safetensors", ["data.hr_size=32", "data.scale=2", "sampler.steps=1"], 2)
+    tiny_weights(root / "b.safetensors", SR_ONLY, 3)
     (root / "cascade.yaml").write_text(
         "stages:\n  - {model: a.safetensors}\n  - {model: b.safetensors, steps: 2, aug_level: 0.1, tile: 16}\n"
     )

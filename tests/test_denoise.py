@@ -7,12 +7,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from safetensors.torch import save_file
 
 from sr3.checkpoint import init_from
 from sr3.cli.main import main
 from sr3.conditioning import auto_denoise, check_denoise, denoise_condition, noise_level, upsample
-from sr3.config import load_config, to_dict
+from sr3.config import load_config
 from sr3.data.degradations import bicubic, degrade
 from sr3.data.pairs import seeded_generator
 from sr3.data.realworld import PHOTO, degrade_real
@@ -21,7 +20,7 @@ from sr3.imaging import estimate_noise_std, imresize, to_tensor
 from sr3.models.unet import UNet
 from sr3.schedules import level_gamma, training_gammas
 
-from conftest import photo, untrained_pipeline
+from conftest import photo, tiny_weights, untrained_pipeline
 
 AUG = ["model.augment_embedding=true", "augment.noise_max=0.05", "sampler.colour_fix=true"]
 
@@ -31,16 +30,6 @@ def _lr(name="astronaut", size=16, sigma=0.0, seed=0):
     x = imresize(to_tensor(photo(name)), size=(size, size)).clamp(-1, 1)
     noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)) * (2 * sigma / 255)
     return (x + noise).clamp(-1, 1)
-
-
-def _weights(path, overrides, seed=0):
-    cfg = load_config("tiny", overrides)
-    torch.manual_seed(seed)
-    net = UNet(cfg.model)
-    for p in net.parameters():
-        p.data.add_(0.05 * torch.randn_like(p))
-    save_file({k: v.contiguous() for k, v in net.state_dict().items()}, path, metadata={"config": json.dumps(to_dict(cfg))})
-    return path
 
 
 def test_the_noise_estimate_follows_the_added_noise():
@@ -115,8 +104,8 @@ def test_grey_and_16_bit_inputs_go_through_a_denoising_model():
 
 
 def test_upscale_command_denoise(tmp_path, capsys):
-    model = _weights(tmp_path / "aug.safetensors", AUG)
-    plain = _weights(tmp_path / "plain.safetensors", [])
+    model = tiny_weights(tmp_path / "aug.safetensors", AUG)
+    plain = tiny_weights(tmp_path / "plain.safetensors", [])
     img = tmp_path / "in.png"
     photo("chelsea").resize((12, 8)).save(img)
     out = tmp_path / "out.png"
@@ -131,7 +120,7 @@ def test_upscale_command_denoise(tmp_path, capsys):
 
 
 def test_init_from_weights_starts_from_their_function(tmp_path):
-    source = _weights(tmp_path / "src.safetensors", [])
+    source = tiny_weights(tmp_path / "src.safetensors", [])
     cfg = load_config("tiny", AUG)
     torch.manual_seed(1)
     net = UNet(cfg.model).eval()
@@ -147,8 +136,8 @@ def test_init_from_weights_starts_from_their_function(tmp_path):
         init_from(wider, source)
 
 
-def test_training_from_init_weights(tmp_path, photo_dir, capsys):
-    source = _weights(tmp_path / "src.safetensors", [])
+def test_training_from_inittiny_weights(tmp_path, photo_dir, capsys):
+    source = tiny_weights(tmp_path / "src.safetensors", [])
     args = ["train", "--config", "tiny", "--data", str(photo_dir), "--output", str(tmp_path / "run"), "--steps", "1",
             "--quiet", "--set", f"train.init={source}", "--set", "model.augment_embedding=true",
             "--set", "augment.noise_max=0.05", "--set", "data.degradation=photo"]

@@ -21,7 +21,7 @@ from sr3.imaging import open_image
 from sr3.serve.app import STATIC, ServeConfig, create_app
 from sr3.serve.jobs import JobQueue
 
-from conftest import photo
+from conftest import photo, tiny_weights
 
 
 def _png_bytes(img: Image.Image) -> bytes:
@@ -238,3 +238,19 @@ def test_unknown_jobs_and_paths_are_404s(server):
     got, body, _ = request(server, "/api/jobs/nope")
     assert got == 404 and "no job nope" in json.loads(body)["error"]
     assert request(server, "/nothing-here")[0] == 404
+
+
+def test_a_model_trained_with_a_noise_level_takes_a_denoise_strength(tmp_path):
+    weights = tiny_weights(tmp_path / "aug.safetensors", ["model.augment_embedding=true", "augment.noise_max=0.05"])
+    live = LiveServer(ServeConfig(models={"aug": str(weights)}))
+    try:
+        assert json.loads(request(live, "/api/models")[1])["models"][0]["denoise"] is True
+        data = _png_bytes(photo("coffee").resize((24, 16)))
+        for denoise in ("auto", "0.5"):
+            status, body, _ = request(live, "/api/jobs", {"model": "aug", "steps": "1", "denoise": denoise}, {"file": ("cup.png", data)})
+            job = finished(live, json.loads(body)["id"])
+            text = Image.open(io.BytesIO(request(live, job["result"])[1])).text
+            assert job["status"] == "done" and 0 < float(text["sr3:denoise"]) <= 1 and text["sr3:colour_fix"] == "False"
+        assert float(text["sr3:denoise"]) == 0.5
+    finally:
+        live.close()
