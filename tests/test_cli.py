@@ -206,3 +206,8 @@ def test_compare_writes_a_contact_sheet(trained_run, tmp_path):
     assert sheet.width == 5 * 64 + 4 * 4 and sheet.height == 16 + 2 * (43 + 2 + 64 + 4)
     assert main(["compare", str(hr), "-o", str(out), "--method", "nope:x"]) == 2
     assert main(["compare", str(hr), "-o", str(out), "--method", str(trained_run), "--zoom", "2,0,1"]) == 2
+    # LR made by another degradation; a denoise strength only for a model trained with a noise level
+    args = ["compare", str(hr), "--hr", "--degradation", "realworld", "-o", str(out), "--panel", "64", "--quiet"]
+    assert main([*args, "--method", str(trained_run)]) == 0
+    assert main([*args, "--method", f"{trained_run},denoise=0.5"]) == 2
+    assert main([*args, "--degradation", "nope", "--method", str(trained_run)]) == 2
