@@ -16,6 +16,7 @@ PRETRAINED = {
     "natural-4x": "general photos, 4x (trained on T91 + BSD200)",
     "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
     "natural-4x-regression": "natural-4x's regression baseline: same network and data, plain L1, one evaluation",
+    "photo-4x": "real camera photos, 4x: blur, noise and JPEG removed, --denoise S|auto (natural-4x fine-tuned)",
 }
 DEFAULT_MODEL = "natural-4x"
 CASCADES = {
