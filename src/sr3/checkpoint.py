@@ -145,10 +145,10 @@ def init_from(net: torch.nn.Module, source: str | Path) -> list[str]:
         )
     net.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
     new = sorted(set(own) - set(weights))
-    aug_out = getattr(getattr(net, "aug_embed", None), "mlp", [None])[-1]
-    if aug_out is not None and any(k.startswith("aug_embed.") for k in new):
-        torch.nn.init.zeros_(aug_out.weight)
-        torch.nn.init.zeros_(aug_out.bias)
+    if any(k.startswith("aug_embed.") for k in new):
+        out = net.aug_embed.mlp[-1]
+        torch.nn.init.zeros_(out.weight)
+        torch.nn.init.zeros_(out.bias)
     return new
 
 

@@ -13,6 +13,8 @@ carries noise of a given level (`denoise_condition`): its denoise-strength contr
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from sr3.config import AugmentConfig, Config
@@ -20,7 +22,7 @@ from sr3.diffusion import Cond
 from sr3.errors import SR3Error
 from sr3.imaging import estimate_noise_std, gaussian_blur, imresize
 from sr3.noise import PerSampleNoise
-from sr3.schedules import level_gamma, training_gammas
+from sr3.schedules import gamma_level, level_gamma, training_gammas
 
 
 def upsample(lr: torch.Tensor, scale: int) -> torch.Tensor:
@@ -96,13 +98,10 @@ def check_denoise(strength: float | str, cfg: Config) -> float | str:
 
 
 def noise_level(std: float, gammas: torch.Tensor) -> float:
-    """The augmentation level whose forward-process noise sqrt(1 - gamma) has standard deviation `std` ([-1, 1] units)."""
-    lo, hi = 0.0, 1.0 - 1e-9
-    for _ in range(50):  # bisection: 1 - gamma grows with the level
-        mid = (lo + hi) / 2
-        g = float(level_gamma(torch.tensor([mid], dtype=torch.float64), gammas)[0])
-        lo, hi = (mid, hi) if (1 - g) ** 0.5 < std else (lo, mid)
-    return hi
+    """The augmentation level whose forward-process noise sqrt(1 - gamma) has standard deviation `std` ([-1, 1]
+    units); 1 where the schedule never gets that noisy."""
+    level = gamma_level(math.log(1 - std**2) if std < 1 else -math.inf, gammas)
+    return 1.0 if level is None else level
 
 
 def auto_denoise(lr: torch.Tensor, cfg: Config) -> float:

@@ -22,7 +22,7 @@ from sr3.imaging import list_images, load_image, mod_crop, quantize, square_resi
 from sr3.metrics.fid import load_inception
 from sr3.metrics.perceptual import PerceptualConfig, fid_patch, reference_features, set_scores
 from sr3.metrics.scores import image_scores, mean_scores
-from sr3.pipeline import SR3Pipeline
+from sr3.pipeline import SR3Pipeline, colour_fixed
 from sr3.samplers import network_evaluations
 
 
@@ -177,7 +177,7 @@ def evaluate(
         "sampler": sampler.name,
         "steps": sampler.steps,
         "nfe": network_evaluations(sampler.name, sampler.steps),
-        "colour_fix": sampler.colour_fix and not denoise,
+        "colour_fix": colour_fixed(sampler, denoise),
         "denoise": denoise,
         "tile": sampler.tile,
         "precision": pipe.precision,

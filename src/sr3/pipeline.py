@@ -73,10 +73,16 @@ def upscale_images(
 Denoise = float | str | Sequence[float]  # a strength in [0, 1] for every image, "auto", or one per image
 
 
+def colour_fixed(sampler: SamplerConfig, denoise: Denoise) -> bool:
+    """Whether the colour fix applies: the sampler's setting, except under a denoise strength, where it would
+    pin the output to the input's noise."""
+    return sampler.colour_fix and not denoise
+
+
 def output_metadata(model: str, sampler: SamplerConfig, seed: int, precision: str, denoise: float = 0.0) -> dict[str, object]:
     """What an upscaled file records of how it was made (PNG text chunks `sr3:KEY`), for every writer."""
     return {"model": model, "sampler": sampler.name, "steps": sampler.steps, "seed": seed, "tile": sampler.tile,
-            "colour_fix": sampler.colour_fix and not denoise, "precision": precision, "denoise": round(denoise, 4)}
+            "colour_fix": colour_fixed(sampler, denoise), "precision": precision, "denoise": round(denoise, 4)}
 
 
 class SR3Pipeline:
@@ -154,7 +160,7 @@ class SR3Pipeline:
         lr = pad_to_multiple(lr.to(self.device, torch.float32), self.multiple // math.gcd(self.multiple, self.scale))
         noise = PerSampleNoise(seeds, self.device)
         if strengths.any():
-            cond, lr_noised = denoise_condition(lr, self.cfg, strengths), True
+            cond = denoise_condition(lr, self.cfg, strengths)
         else:
             cond = sampling_condition(lr, self.cfg, aug_level, noise, lr_noised)
         cond.labels = self._labels(labels, lr.shape[0])
@@ -162,7 +168,7 @@ class SR3Pipeline:
         x = initial_noise(noise, (lr.shape[0], self.cfg.model.out_channels, *cond.image.shape[2:]), float(sigmas[0]))
         x = run_sampler(sampler, self._tiled(sampler.tile), x, sigmas, cond, noise, callback=progress)
         x = undiffused_image(x, cond, self.cfg.noise.residual)
-        if sampler.colour_fix and not lr_noised:
+        if colour_fixed(sampler, bool(strengths.any())) and not lr_noised:
             x = low_frequency_fix(x, lr, self.scale)
         return x[..., : h * self.scale, : w * self.scale].clamp(-1, 1)
 

@@ -72,22 +72,30 @@ def level_gamma(level: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
     return (log_g[lo] * (1 - frac) + log_g[lo + 1] * frac).exp()
 
 
+def gamma_level(log_gamma: float, gammas: torch.Tensor) -> float | None:
+    """The level at which a training schedule reaches log(gamma) = `log_gamma`, the inverse of `level_gamma`
+    (log-linear between steps); None when the schedule never gets that noisy."""
+    log_g = torch.cat([gammas.new_zeros(1), gammas.log()]).to(torch.float64)
+    if log_gamma < float(log_g[-1]):
+        return None
+    hi = int(torch.searchsorted(-log_g, torch.tensor([-log_gamma], dtype=torch.float64))[0])
+    if hi == 0:
+        return 0.0
+    lo = hi - 1
+    frac = (log_gamma - float(log_g[lo])) / (float(log_g[hi]) - float(log_g[lo]))
+    return (lo + frac) / len(gammas)
+
+
 def equivalent_level(level: float, gammas: torch.Tensor, other: torch.Tensor) -> float:
     """The level of schedule `other` whose gamma is that of `gammas` at `level` (log-linear between steps).
 
     Two stages trained on different schedules name the same noise by different levels; a hand-over
     between them (CDM's truncated augmentation) must meet at the same gamma, not the same level.
     """
-    target = float(level_gamma(torch.tensor([level], dtype=torch.float64), gammas)[0].log())
-    log_g = torch.cat([other.new_zeros(1), other.log()]).to(torch.float64)
-    if target < float(log_g[-1]):
+    found = gamma_level(float(level_gamma(torch.tensor([level], dtype=torch.float64), gammas)[0].log()), other)
+    if found is None:
         raise SR3Error(f"level {level} is noisier than the other schedule ever gets")
-    hi = int(torch.searchsorted(-log_g, torch.tensor([-target], dtype=torch.float64))[0])
-    if hi == 0:
-        return 0.0
-    lo = hi - 1
-    frac = (target - float(log_g[lo])) / (float(log_g[hi]) - float(log_g[lo]))
-    return (lo + frac) / len(other)
+    return found
 
 
 def karras_sigmas(steps: int, sigma_min: float, sigma_max: float, rho: float = 7.0) -> torch.Tensor:

@@ -113,21 +113,21 @@ def run(args: argparse.Namespace) -> None:
     outputs = output_paths(items, Path(args.output) if args.output else default_output(args.inputs))
     for src, _ in items:  # every input readable before the model loads and any output is written
         open_image(src)
-    total, upscale, metadata = (cascade_upscaler if is_cascade(args.model) else model_upscaler)(args)
+    total, upscale = (cascade_upscaler if is_cascade(args.model) else model_upscaler)(args)
     for group in batches(items, outputs, args.batch_size):
         index, sources, images, targets = zip(*group)
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
         with tqdm(total=total, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
             seeds = [args.seed + i for i in index]
-            results, extra = upscale(list(images), seeds, lambda _: bar.update())
-        for src, image, dst, result, seed, more in zip(sources, images, targets, results, seeds, extra):
-            save_image(result, dst, {**metadata(seed), **more})
+            results, metadata = upscale(list(images), seeds, lambda _: bar.update())
+        for src, image, dst, result, settings in zip(sources, images, targets, results, metadata):
+            save_image(result, dst, settings)
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
 
 
 def model_upscaler(args: argparse.Namespace):
-    """(steps per image, upscale(images, seeds, progress) -> (results, per-image metadata), metadata(seed)) of one model."""
+    """(steps per image, upscale(images, seeds, progress) -> (results, each one's metadata)) of one model."""
     from sr3.conditioning import check_denoise
     from sr3.pipeline import SR3Pipeline, output_metadata
 
@@ -136,7 +136,6 @@ def model_upscaler(args: argparse.Namespace):
     pipe = SR3Pipeline.load(args.model, args.device, args.precision)
     warn_slow_bf16(pipe)
     s = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
-
     check_denoise(args.denoise, pipe.cfg)  # before any image is sampled
 
     def upscale(images, seeds, progress):
@@ -144,11 +143,12 @@ def model_upscaler(args: argparse.Namespace):
         results = pipe.upscale(images, s.steps, s.name, seeds, progress, s.tile, s.colour_fix, args.scale, strengths)
         return results, [output_metadata(str(args.model), s, seed, args.precision, d) for seed, d in zip(seeds, strengths)]
 
-    return s.steps, upscale, lambda seed: {}
+    return s.steps, upscale
 
 
 def cascade_upscaler(args: argparse.Namespace):
-    """(steps per image over all stages, upscale(images, seeds, progress), metadata(seed)) of an SR-only cascade."""
+    """(steps per image over all stages, upscale(images, seeds, progress) -> (results, each one's metadata)) of an
+    SR-only cascade."""
     import json
 
     from sr3.cascade import Cascade
@@ -164,9 +164,8 @@ def cascade_upscaler(args: argparse.Namespace):
     stages = json.dumps(cascade.stage_settings(args.tile))
 
     def upscale(images, seeds, progress):
-        return cascade.upscale(images, seeds, progress, args.tile, args.scale), [{}] * len(images)
+        metadata = [{"model": str(args.model), "scale": cascade.scale, "seed": seed, "precision": args.precision,
+                     "stages": stages} for seed in seeds]
+        return cascade.upscale(images, seeds, progress, args.tile, args.scale), metadata
 
-    def metadata(seed):
-        return {"model": str(args.model), "scale": cascade.scale, "seed": seed, "precision": args.precision, "stages": stages}
-
-    return cascade.sampling_steps(), upscale, metadata
+    return cascade.sampling_steps(), upscale
