@@ -192,3 +192,47 @@ def test_generating_cascades_do_not_upscale_and_sr_only_ones_refuse_what_they_ca
         Cascade.load(upscaler_dir, overrides=["1.truncate=true"])
     with pytest.raises(SR3Error, match="tile must be 0"):
         Cascade.load(upscaler_dir, overrides=["1.tile=3"])
+
+
+def test_eval_scores_a_cascade_at_its_whole_scale_and_records_its_stages(upscaler_dir, photo_dir, tmp_path, capsys):
+    from sr3.evaluate import EvalPair, evaluate_cascade
+    from sr3.imaging import imresize
+
+    out = tmp_path / "eval.json"
+    assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "4", "--limit", "2",
+                 "--set", "1.aug_level=0", "--json", str(out), "--quiet"]) == 0
+    result = json.loads(out.read_text())
+    assert result["scale"] == 4 and result["n_images"] == 2 and result["sampler"] == "cascade"
+    assert [s["aug_level"] for s in result["stages"]] == [0, 0] and result["nfe"] == 3
+    assert "stage 1: dpmpp_2m 2" in capsys.readouterr().out
+    # the figures are those of the cascade's own output under the image's seed
+    cascade = Cascade.load(upscaler_dir, overrides=["1.aug_level=0"])
+    hr = to_tensor(photo("coffee").resize((64, 48)))
+    pair = EvalPair("coffee", hr, imresize(hr[None], 0.25)[0])
+    direct = evaluate_cascade(cascade, [pair], seed=7)
+    again = evaluate_cascade(cascade, [pair], seed=7)
+    assert direct["psnr_y"] == again["psnr_y"] != evaluate_cascade(cascade, [pair], seed=8)["psnr_y"]
+    assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "2"]) == 2
+    assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "4", "--steps", "3"]) == 2
+    assert main(["eval", "--model", str(upscaler_dir / "a.safetensors"), "--hr", str(photo_dir), "--scale", "2",
+                 "--set", "1.steps=1"]) == 2
+
+
+def test_a_stage_may_name_a_shipped_model_and_a_file_beside_the_cascade_wins(tmp_path):
+    from sr3.cascade import stage_model
+
+    cascade_file = tmp_path / "cascade.yaml"
+    assert stage_model(cascade_file, "natural-4x") == "natural-4x"
+    assert stage_model(cascade_file, "missing.safetensors") == tmp_path / "missing.safetensors"
+    tiny_weights(tmp_path / "natural-4x", SR_ONLY, 4)
+    assert stage_model(cascade_file, "natural-4x") == tmp_path / "natural-4x"
+
+
+def test_compare_shows_a_cascade_as_a_column(upscaler_dir, tmp_path):
+    src = tmp_path / "in.png"
+    photo("astronaut").resize((16, 16)).save(src)
+    sheet = tmp_path / "sheet.png"
+    assert main(["compare", str(src), "-o", str(sheet), "--method", str(upscaler_dir),
+                 "--method", f"{upscaler_dir}@3", "--panel", "64", "--quiet"]) == 0
+    assert Image.open(sheet).width == 4 * 64 + 3 * 4  # LR, bicubic, the cascade at two seeds
+    assert main(["compare", str(src), "-o", str(sheet), "--method", f"{upscaler_dir}:ddpm:5"]) == 2

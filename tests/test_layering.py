@@ -12,9 +12,10 @@ LAYERS = {
     "samplers": 3, "data": 3, "metrics": 3, "tiling": 3, "guidance": 3, "conditioning": 3,
     "checkpoint": 4,
     "pipeline": 5,
-    "evaluate": 6, "train": 6, "cascade": 6, "compare": 6, "study": 6,
-    "schedule_search": 7, "serve": 7,
-    "cli": 8,
+    "cascade": 6,
+    "evaluate": 7, "train": 7, "compare": 7, "study": 7,
+    "schedule_search": 8, "serve": 8,
+    "cli": 9,
 }
 
 

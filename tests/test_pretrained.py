@@ -74,7 +74,7 @@ def test_shipped_cascade_generates_64px_images_by_class_name(tmp_path):
 
 
 def test_shipped_cascade_conditions_on_the_class_and_ships_its_ablation():
-    assert set(CASCADES) == {"tinyimagenet-10"}
+    assert set(CASCADES) == {"tinyimagenet-10", "natural-16x"}
     cascade = Cascade.load("tinyimagenet-10", overrides=["0.steps=2", "1.steps=2"])
     assert [p.cfg.data.hr_size for p in cascade.pipelines] == [32, 64]
     assert cascade.pipelines[1].cfg.model.augment_embedding
@@ -84,3 +84,14 @@ def test_shipped_cascade_conditions_on_the_class_and_ships_its_ablation():
     assert (images[0] - images[1]).abs().mean() > 0.05
     plain = Cascade.load("tinyimagenet-10", overrides=["1.model=sr32-64-noaug.safetensors", "1.aug_level=0"])
     assert not plain.pipelines[1].cfg.model.augment_embedding
+
+
+def test_natural_16x_chains_the_shipped_natural_4x_and_its_augmented_stage(tmp_path):
+    cascade = Cascade.load("natural-16x")
+    assert cascade.is_upscaler and cascade.scale == 16 and cascade.sampling_steps() == 2
+    assert cascade.cfg.stages[0].model == "natural-4x" and cascade.pipelines[1].cfg.model.augment_embedding
+    assert not any(p.name.startswith("natural-4x") for p in pretrained_path("natural-4x").parent.joinpath("natural-16x").iterdir())
+    src, out = tmp_path / "in.png", tmp_path / "out.png"
+    photo("coffee").resize((24, 16)).save(src)
+    assert main(["upscale", str(src), "-o", str(out), "--model", "natural-16x", "--quiet"]) == 0
+    assert Image.open(out).size == (384, 256)

@@ -254,3 +254,29 @@ def test_a_model_trained_with_a_noise_level_takes_a_denoise_strength(tmp_path):
         assert float(text["sr3:denoise"]) == 0.5
     finally:
         live.close()
+
+
+def test_an_sr_only_cascade_is_served_like_a_model_with_its_stages_in_the_png(tmp_path):
+    tiny_weights(tmp_path / "a.safetensors", ["data.hr_size=32", "data.scale=2", "sampler.steps=1"], 2)
+    tiny_weights(tmp_path / "b.safetensors", ["data.hr_size=32", "data.scale=2", "sampler.steps=2"], 3)
+    (tmp_path / "cascade.yaml").write_text("stages:\n  - {model: a.safetensors}\n  - {model: b.safetensors}\n")
+    data = _png_bytes(photo("coffee").resize((24, 16)))  # 384 pixels in, 6,144 out
+    live = LiveServer(ServeConfig(models={"c": str(tmp_path)}, default_model="c", max_output_pixels=6_144))
+    try:
+        (info,) = json.loads(request(live, "/api/models")[1])["models"]
+        assert info["cascade"] is True and info["scale"] == 4 and info["steps"] == 3 and info["denoise"] is False
+        status, body, _ = request(live, "/api/jobs", {"model": "c", "seed": "2"}, {"file": ("cup.png", data)})
+        job = finished(live, json.loads(body)["id"])
+        assert job["status"] == "done" and (job["width"], job["height"]) == (96, 64)
+        assert job["done_steps"] == job["total_steps"] == 3
+        text = Image.open(io.BytesIO(request(live, job["result"])[1])).text
+        assert [s["steps"] for s in json.loads(text["sr3:stages"])] == [1, 2] and text["sr3:seed"] == "2"
+        for fields, status, message in (({"steps": "4"}, 422, "steps its file sets"),
+                                        ({"denoise": "0.5"}, 422, "takes no denoise"),):
+            got, body, _ = request(live, "/api/jobs", {"model": "c", **fields}, {"file": ("cup.png", data)})
+            assert got == status and message in json.loads(body)["error"]
+        bigger = _png_bytes(photo("coffee").resize((25, 16)))  # its output would pass the server's limit
+        got, body, _ = request(live, "/api/jobs", {"model": "c"}, {"file": ("cup.png", bigger)})
+        assert got == 413, body
+    finally:
+        live.close()

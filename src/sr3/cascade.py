@@ -9,7 +9,8 @@ A cascade is a YAML file naming its stages; each stage is a model trained on its
       - {model: base32.safetensors, steps: 50}
       - {model: sr32-64.safetensors, steps: 20, aug_level: 0.2, truncate: false}
 
-Model paths are relative to the cascade file. `aug_level` s is the conditioning augmentation applied at
+Model paths are relative to the cascade file; a shipped model may be named instead (`natural-4x`).
+`aug_level` s is the conditioning augmentation applied at
 sampling time (a fraction of T): non-truncated, the stage below finishes and its output is noised to s;
 truncated, the stage below (a base model) stops its reverse process at s and hands over z_s as it is.
 `colour_fix` (true or false; unset: the model's own) pins a stage's colours to the image below it, and
@@ -19,6 +20,7 @@ truncated, the stage below (a base model) stops its reverse process at s and han
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ from sr3.config import ModelConfig, SamplerConfig, check_tile, from_dict, to_dic
 from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline, upscale_images
-from sr3.pretrained import resolve_cascade
+from sr3.pretrained import PRETRAINED, resolve_cascade
 from sr3.schedules import equivalent_level, training_gammas
 
 
@@ -92,10 +94,7 @@ class Cascade:
         """A cascade file, a folder holding `cascade.yaml`, or a shipped cascade by name; `precision` as SR3Pipeline's."""
         path = resolve_cascade(spec)
         cfg = read_cascade(path, overrides)
-        pipelines = []
-        for stage in cfg.stages:
-            model = Path(stage.model)
-            pipelines.append(SR3Pipeline.load(model if model.is_absolute() else path.parent / model, device, precision))
+        pipelines = [SR3Pipeline.load(stage_model(path, stage.model), device, precision) for stage in cfg.stages]
         return cls(cfg, pipelines)
 
     @property
@@ -139,6 +138,12 @@ class Cascade:
             out.append({"model": stage.model, "sampler": s.name, "steps": s.steps, "tile": s.tile,
                         "colour_fix": s.colour_fix, "aug_level": stage.aug_level})
         return out
+
+    def output_metadata(self, model: str, seed: int, tile: int | None = None) -> dict[str, object]:
+        """What an upscaled PNG records: the cascade, seed, whole scale, precision and every stage's settings (JSON)."""
+        precision = self.pipelines[0].precision
+        return {"model": str(model), "scale": self.scale, "seed": seed, "precision": precision,
+                "stages": json.dumps(self.stage_settings(tile))}
 
     @torch.inference_mode()
     def super_resolve(
@@ -215,6 +220,13 @@ class Cascade:
         stages = list(self.cfg.stages)
         stages[index] = dataclasses.replace(stages[index], **changes)
         return Cascade(dataclasses.replace(self.cfg, stages=stages), self.pipelines)
+
+
+def stage_model(cascade_file: Path, model: str) -> Path | str:
+    """A stage's model: a path relative to the cascade file (or absolute), else a shipped model's name, so a
+    cascade can reuse shipped weights without a copy."""
+    path = Path(model) if Path(model).is_absolute() else cascade_file.parent / model
+    return model if not path.exists() and model in PRETRAINED else path
 
 
 def check_stages(cfg: CascadeConfig, pipes: list[SR3Pipeline]) -> None:

@@ -3,7 +3,7 @@ each panel with a zoomed crop below it, so people can look rather than read.
 
 A method is `MODEL` or `MODEL:SAMPLER:STEPS` (e.g. `natural-4x:ddpm:25`), optionally with `@SEED` to show
 another draw of the same model (`faces-8x@1`) and `,denoise=S|auto` for a denoise strength
-(`photo-4x,denoise=auto`); `bicubic`, the LR image shown by
+(`photo-4x,denoise=auto`); a model may be an SR-only cascade (`natural-16x`); `bicubic`, the LR image shown by
 nearest-neighbour (`lr`) and the HR image (`hr`, when there is one) are columns too.
 """
 
@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
+from sr3.cascade import Cascade
 from sr3.errors import SR3Error
 from sr3.imaging import resize_plane
 from sr3.pipeline import SR3Pipeline
@@ -62,18 +63,21 @@ def parse_method(spec: str) -> Method:
 
 
 def run_methods(
-    methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, load: Callable[[str], SR3Pipeline],
+    methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, load: Callable[[str], SR3Pipeline | Cascade],
     tile: int | None = None, on_done: Callable[[], None] | None = None,
 ) -> list[list[Image.Image]]:
     """Every method's output of every LR image (image i sampled with seed + i, the method's seed if it has
-    one), as [method][image]."""
+    one), as [method][image]. A method's model may be an SR-only cascade, sampled as its file says."""
     out = []
     for method in methods:
-        pipe = load(method.model)
+        model = load(method.model)
         base = seed if method.seed is None else method.seed
         row = []
         for i, lr in enumerate(lrs):
-            row.append(pipe.upscale(lr, method.steps, method.sampler, base + i, tile=tile, denoise=method.denoise))
+            if isinstance(model, Cascade):
+                row.append(model.upscale(lr, base + i, tile=tile))
+            else:
+                row.append(model.upscale(lr, method.steps, method.sampler, base + i, tile=tile, denoise=method.denoise))
             if on_done:
                 on_done()
         out.append(row)
@@ -126,7 +130,14 @@ def contact_sheet(columns: Sequence[str], rows: Sequence[Sequence[Image.Image]],
     return sheet
 
 
-def check_same_scale(pipes: Sequence[SR3Pipeline]) -> int:
+def check_cascade_method(method: Method) -> None:
+    """A cascade's stages are sampled as its file says: a method naming one takes a seed, nothing else."""
+    if method.sampler is not None or method.denoise:
+        raise SR3Error(f"{method.model} is a cascade: its stages' samplers and levels are set in its file; "
+                       f"give it as {method.model} or {method.model}@SEED")
+
+
+def check_same_scale(pipes: Sequence[SR3Pipeline | Cascade]) -> int:
     """The one scale all the methods' models share, or an SR3Error naming them."""
     scales = sorted({p.scale for p in pipes})
     if len(scales) != 1:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from sr3.cascade import Cascade
 from sr3.conditioning import upsample
 from sr3.config import SamplerConfig
 from sr3.data.degradations import degrade, get_degradation
@@ -93,9 +94,11 @@ def model_pairs(
     limit: int | None,
     degradation: str | None = None,
     seed: int = 0,
+    scale: int | None = None,
 ) -> list[EvalPair]:
     """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained; LR
-    made by `degradation` (default: the model's own `data.degradation`) with per-image seeds from `seed`."""
+    made by `degradation` (default: the model's own `data.degradation`) with per-image seeds from `seed`.
+    `scale`: another factor than the model's (a cascade's, whose first stage is `pipe`)."""
     data = pipe.cfg.data
     if holdout and data.holdout <= 0:
         raise SR3Error(f"model {model} was trained without a held-out split (data.holdout = 0)")
@@ -103,7 +106,7 @@ def model_pairs(
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if holdout and data.mode != "crops" else None
     degradation = degradation or data.degradation
-    return evaluation_pairs(hr_dir, lr_dir, pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
+    return evaluation_pairs(hr_dir, lr_dir, scale or pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
 
 
 def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int, list[EvalPair]]]:
@@ -138,13 +141,71 @@ def evaluate(
     `denoise`: a strength or "auto", for models trained with a noise level (`SR3Pipeline.super_resolve`).
     """
     sampler = sampler or pipe.sampler_config()
+
+    def run(lr: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        return pipe.super_resolve(lr, seeds, sampler, progress, denoise=denoise)
+
+    settings = {
+        "sampler": sampler.name,
+        "steps": sampler.steps,
+        "nfe": network_evaluations(sampler.name, sampler.steps),
+        "colour_fix": colour_fixed(sampler, denoise),
+        "denoise": denoise,
+        "tile": sampler.tile,
+    }
+    return score_upscaler(run, pipe.scale, pipe.device, pairs, seed, on_image, batch_size, perceptual) | settings | {
+        "precision": pipe.precision
+    }
+
+
+def evaluate_cascade(
+    cascade: Cascade,
+    pairs: list[EvalPair],
+    seed: int = 0,
+    tile: int | None = None,
+    on_image: Callable[[str], None] | None = None,
+    progress: Callable[[int], None] | None = None,
+    batch_size: int = 1,
+    perceptual: PerceptualConfig | None = None,
+) -> dict:
+    """`evaluate` for an SR-only cascade: the last stage's output scored against HR at the chain's scale,
+    consistency against the given LR; the figures record every stage's settings (`stages`)."""
+
+    def run(lr: torch.Tensor, seeds: list[int]) -> torch.Tensor:
+        return cascade.super_resolve(lr, seeds, progress, tile)[-1]
+
+    stages = cascade.stage_settings(tile)
+    settings = {
+        "sampler": "cascade",
+        "steps": cascade.sampling_steps(),
+        "nfe": sum(network_evaluations(s["sampler"], s["steps"]) for s in stages),
+        "colour_fix": any(s["colour_fix"] for s in stages),
+        "denoise": 0.0,
+        "tile": tile,
+        "stages": stages,
+        "precision": cascade.pipelines[0].precision,
+    }
+    device = cascade.pipelines[0].device
+    return score_upscaler(run, cascade.scale, device, pairs, seed, on_image, batch_size, perceptual) | settings
+
+
+def score_upscaler(
+    run: Callable[[torch.Tensor, list[int]], torch.Tensor],
+    scale: int,
+    device: torch.device,
+    pairs: list[EvalPair],
+    seed: int,
+    on_image: Callable[[str], None] | None,
+    batch_size: int,
+    perceptual: PerceptualConfig | None,
+) -> dict:
+    """The figures of `run` (LR batch, seeds -> SR batch) and of bicubic on every pair, without the settings."""
     if batch_size < 1:
         raise SR3Error("the evaluation batch size must be at least 1")
     if perceptual and len(pairs) < 2:
         raise SR3Error(f"perceptual figures need at least 2 images (FID, and the fool rate's two halves); got {len(pairs)}")
     wanted = perceptual is not None
-    net = load_inception(pipe.device) if wanted else None  # before sampling: a missing extra fails at once
-    scale = pipe.scale
+    net = load_inception(device) if wanted else None  # before sampling: a missing extra fails at once
     model_rows, bicubic_rows, seconds = [], [], 0.0
     kept: dict[str, list[torch.Tensor]] = {"sr": [], "bicubic": [], "hr": []}
     for first, group in same_size_batches(pairs, batch_size):
@@ -152,8 +213,7 @@ def evaluate(
             on_image(group[0].name if len(group) == 1 else f"{group[0].name}..{group[-1].name}")
         start = time.perf_counter()
         lr = torch.stack([pair.lr for pair in group])
-        seeds = [seed + first + j for j in range(len(group))]
-        sr = pipe.super_resolve(lr, seeds, sampler, progress, denoise=denoise).cpu()
+        sr = run(lr, [seed + first + j for j in range(len(group))]).cpu()
         seconds += time.perf_counter() - start
         for pair, out in zip(group, sr):
             model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
@@ -174,13 +234,6 @@ def evaluate(
         **sets["sr"],
         "n_images": len(pairs),
         "scale": scale,
-        "sampler": sampler.name,
-        "steps": sampler.steps,
-        "nfe": network_evaluations(sampler.name, sampler.steps),
-        "colour_fix": colour_fixed(sampler, denoise),
-        "denoise": denoise,
-        "tile": sampler.tile,
-        "precision": pipe.precision,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
         "per_image": model_rows,

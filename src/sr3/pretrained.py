@@ -21,6 +21,7 @@ PRETRAINED = {
 DEFAULT_MODEL = "natural-4x"
 CASCADES = {
     "tinyimagenet-10": "class-conditional 64x64 images of 10 Tiny ImageNet classes (base 32 px, then SR 32 -> 64)",
+    "natural-16x": "general photos, 16x (e.g. 64 -> 1024): natural-4x, then a 4x stage trained with blur and noise augmentation",
 }
 CASCADE_FILE = "cascade.yaml"
 

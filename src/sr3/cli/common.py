@@ -77,3 +77,18 @@ def add_denoise_flag(p: argparse.ArgumentParser) -> None:
                    help="models trained with a noise level (photo-4x): treat the input as carrying noise of strength S "
                    "in [0, 1] (0: as trained, the default; 1: the most the model was trained on), or 'auto': estimate "
                    "each input's noise level. Stronger removes more noise and JPEG artefacts, and more fine detail")
+
+
+def load_upscaling_cascade(args: argparse.Namespace):
+    """The SR-only cascade of `--model` with its `--set` overrides, after refusing the one-model flags."""
+    from sr3.cascade import Cascade
+
+    if args.steps is not None or args.sampler is not None or args.colour_fix is not None:
+        raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
+    if args.denoise:
+        raise SR3Error("--denoise is for one model; a cascade's stages take their noise level as --set STAGE.aug_level=S")
+    cascade = Cascade.load(args.model, args.device, args.set or (), args.precision)
+    if not cascade.is_upscaler:
+        raise SR3Error(f"{args.model} starts with a base model: it generates images (sr3 generate), it does not upscale")
+    warn_slow_bf16(cascade.pipelines[0])
+    return cascade

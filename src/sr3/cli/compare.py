@@ -26,7 +26,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-o", "--output", required=True, help="the sheet, a .png file")
     p.add_argument("--method", action="append", required=True, metavar="MODEL[:SAMPLER:STEPS][@SEED][,denoise=S|auto]",
                    help="a column: a shipped model or run, optionally with a sampler and step count, a seed "
-                        "of its own for another draw, and a denoise strength (repeat)")
+                        "of its own for another draw, and a denoise strength; or an SR-only cascade, optionally "
+                        "with a seed (repeat)")
     p.add_argument("--hr", action="store_true",
                    help="the inputs are HR images: their LR is made by MATLAB-style bicubic and an HR column is added")
     p.add_argument("--degradation", default="bicubic",
@@ -56,11 +57,13 @@ def parse_zoom(text: str) -> tuple[tuple[float, float], float]:
 def run(args: argparse.Namespace) -> None:
     from sr3.cli.upscale import collect_inputs
     from sr3.conditioning import check_denoise
-    from sr3.compare import bicubic, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
+    from sr3.cascade import Cascade
+    from sr3.compare import bicubic, check_cascade_method, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
     from sr3.data.degradations import degrade
     from sr3.data.pairs import seeded_generator
     from sr3.imaging import load_image, mod_crop, to_pil, to_tensor
     from sr3.pipeline import SR3Pipeline
+    from sr3.pretrained import is_cascade
 
     if not args.output.lower().endswith(".png"):
         raise SR3Error(f"the sheet is written as PNG: give -o NAME.png; got {args.output}")
@@ -70,8 +73,16 @@ def run(args: argparse.Namespace) -> None:
     methods = [parse_method(m) for m in args.method]
     files = [path for path, _ in collect_inputs(args.inputs)][: args.limit]
     images = [load_image(f) for f in files]
-    pipes: dict[str, SR3Pipeline] = {}
+    pipes: dict[str, SR3Pipeline | Cascade] = {}
     for m in methods:
+        if is_cascade(m.model):
+            check_cascade_method(m)
+            if m.model not in pipes:
+                pipes[m.model] = Cascade.load(m.model, args.device, precision=args.precision)
+                if not pipes[m.model].is_upscaler:
+                    raise SR3Error(f"{m.model} starts with a base model: it generates images, it does not upscale")
+                warn_slow_bf16(pipes[m.model].pipelines[0])
+            continue
         if m.model not in pipes:
             pipes[m.model] = SR3Pipeline.load(m.model, args.device, args.precision)
             warn_slow_bf16(pipes[m.model])

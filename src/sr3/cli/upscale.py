@@ -7,7 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, warn_slow_bf16
+from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, load_upscaling_cascade, warn_slow_bf16
 from sr3.config import check_tile
 from sr3.errors import SR3Error
 from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, is_cascade
@@ -16,6 +16,7 @@ EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
   sr3 upscale face.png -o face_x8.png --model faces-8x
   sr3 upscale old_photo.jpg --model photo-4x --denoise auto   # noisy, compressed camera photos
+  sr3 upscale thumb64.png --model natural-16x             # 16x by a cascade of two 4x stages: 64 -> 1024
   sr3 upscale photo.jpg --scale 2 --tile 64 --no-colour-fix
   sr3 upscale lowres/ -o highres/ --model runs/t91 --steps 100 --sampler ddpm --seed 7
 """
@@ -30,8 +31,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--model",
         default=DEFAULT_MODEL,
-        help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}), run directory, checkpoint folder, "
-        ".safetensors file, or an SR-only cascade (its cascade.yaml or folder): every stage runs in turn",
+        help=f"shipped model ({', '.join(PRETRAINED)}; default {DEFAULT_MODEL}: bicubic-like downsamples; photo-4x: "
+        "noisy, blurred or compressed camera photos; faces-8x: aligned faces), run directory, checkpoint folder, "
+        ".safetensors file, or an SR-only cascade (the shipped natural-16x, a cascade.yaml or its folder): every "
+        "stage runs in turn",
     )
     p.add_argument("--seed", type=int, default=0, help="image i of the inputs is sampled with seed + i")
     p.add_argument("--scale", type=float, help="output scale, any factor (the model's result is resampled)")
@@ -149,23 +152,10 @@ def model_upscaler(args: argparse.Namespace):
 def cascade_upscaler(args: argparse.Namespace):
     """(steps per image over all stages, upscale(images, seeds, progress) -> (results, each one's metadata)) of an
     SR-only cascade."""
-    import json
-
-    from sr3.cascade import Cascade
-
-    if args.steps is not None or args.sampler is not None or args.colour_fix is not None:
-        raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
-    if args.denoise:
-        raise SR3Error("--denoise is for one model; a cascade's stages take their noise level as --set STAGE.aug_level=S")
-    cascade = Cascade.load(args.model, args.device, args.set or (), args.precision)
-    if not cascade.is_upscaler:
-        raise SR3Error(f"{args.model} starts with a base model: it generates images (sr3 generate), it does not upscale")
-    warn_slow_bf16(cascade.pipelines[0])
-    stages = json.dumps(cascade.stage_settings(args.tile))
+    cascade = load_upscaling_cascade(args)
 
     def upscale(images, seeds, progress):
-        metadata = [{"model": str(args.model), "scale": cascade.scale, "seed": seed, "precision": args.precision,
-                     "stages": stages} for seed in seeds]
+        metadata = [cascade.output_metadata(args.model, seed, args.tile) for seed in seeds]
         return cascade.upscale(images, seeds, progress, args.tile, args.scale), metadata
 
     return cascade.sampling_steps(), upscale

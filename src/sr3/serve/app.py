@@ -28,8 +28,9 @@ from sr3 import study
 from sr3.conditioning import check_denoise, takes_denoise
 from sr3.errors import ImageTooLarge, SR3Error
 from sr3.imaging import open_image, save_image
+from sr3.cascade import Cascade
 from sr3.pipeline import SR3Pipeline, output_metadata
-from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, resolve_model
+from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, is_cascade, resolve_model
 from sr3.serve.jobs import Job, JobQueue
 
 STATIC = Path(str(resources.files("sr3") / "serve" / "static"))
@@ -40,9 +41,10 @@ MAX_STEPS = 1000
 class ServeConfig:
     """What one server offers and accepts."""
 
-    models: dict[str, str]  # name shown -> what SR3Pipeline.load takes (a shipped name or a run's path)
+    models: dict[str, str]  # name shown -> a shipped model or SR-only cascade, or a run's or cascade's path
     default_model: str = DEFAULT_MODEL
     max_pixels: int = 1_000_000  # input pixels per upload
+    max_output_pixels: int = 16_000_000  # output pixels per job: a 16x cascade takes inputs of a 16th of a 4x model's
     max_upload_bytes: int = 20 * 2**20
     device: str = "cpu"
     study: Path | None = None
@@ -50,12 +52,17 @@ class ServeConfig:
 
 
 def offered_models(model: str) -> tuple[dict[str, str], str]:
-    """The shipped SR models, plus a run or weights file given as `sr3 serve --model PATH`, and the name of
-    `model` among them (preselected on the page)."""
+    """The shipped SR models and SR-only cascades, plus a run, weights file or cascade given as
+    `sr3 serve --model PATH`, and the name of `model` among them (preselected on the page)."""
     models = {name: name for name in PRETRAINED}
+    models |= {name: name for name in CASCADES if Cascade.load(name).is_upscaler}
     if model in models:
         return models, model
-    resolve_model(model)  # a path that is no model fails at start
+    if is_cascade(model):  # a path that is no model fails at start
+        if not Cascade.load(model).is_upscaler:
+            raise SR3Error(f"{model} starts with a base model: it generates images, it does not upscale")
+    else:
+        resolve_model(model)
     models[Path(model).name] = model
     return models, Path(model).name
 
@@ -69,60 +76,83 @@ class ApiError(Exception):
 
 
 class Models:
-    """Pipelines loaded on first use and kept (the shipped ones are a few MB each)."""
+    """Pipelines and cascades loaded on first use and kept (the shipped ones are a few MB each)."""
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self._pipes: dict[str, SR3Pipeline] = {}
+        self._pipes: dict[str, SR3Pipeline | Cascade] = {}
         self._lock = threading.Lock()
 
     def check(self, name: str) -> None:
         if name not in self.cfg.models:
             raise ApiError(422, f"unknown model '{name[:40]}'; this server offers: {', '.join(self.cfg.models)}")
 
-    def get(self, name: str) -> SR3Pipeline:
+    def get(self, name: str) -> SR3Pipeline | Cascade:
         self.check(name)
         with self._lock:
             if name not in self._pipes:
-                self._pipes[name] = SR3Pipeline.load(self.cfg.models[name], self.cfg.device)
+                path = self.cfg.models[name]
+                loader = Cascade.load if is_cascade(path) else SR3Pipeline.load
+                self._pipes[name] = loader(path, self.cfg.device)
             return self._pipes[name]
 
     def describe(self) -> list[dict]:
         out = []
         for name in self.cfg.models:
-            pipe = self.get(name)
-            sampler = pipe.sampler_config()
-            out.append({"name": name, "description": PRETRAINED.get(name, self.cfg.models[name]), "scale": pipe.scale,
-                        "sampler": sampler.name, "steps": sampler.steps, "default": name == self.cfg.default_model,
-                        "denoise": takes_denoise(pipe.cfg)})
+            model = self.get(name)
+            description = PRETRAINED.get(name) or CASCADES.get(name) or self.cfg.models[name]
+            if isinstance(model, Cascade):
+                how = {"sampler": " + ".join(s["sampler"] for s in model.stage_settings()), "steps": model.sampling_steps(),
+                       "denoise": False, "cascade": True}
+            else:
+                sampler = model.sampler_config()
+                how = {"sampler": sampler.name, "steps": sampler.steps, "denoise": takes_denoise(model.cfg), "cascade": False}
+            out.append({"name": name, "description": description, "scale": model.scale,
+                        "default": name == self.cfg.default_model, **how})
         return out
 
+    def max_pixels(self, name: str) -> int:
+        """The input pixels a job of this model may have: the upload limit, or less where the output would pass its own."""
+        return min(self.cfg.max_pixels, self.cfg.max_output_pixels // self.get(name).scale ** 2)
+
     def run(self, job: Job, progress) -> tuple[Image.Image, dict]:
-        pipe = self.get(job.model)
-        sampler = pipe.sampler_config(job.steps)
-        done = 0
-
-        def step(_):
-            nonlocal done
-            done += 1
-            progress(done, sampler.steps)
-
-        progress(0, sampler.steps)
+        model = self.get(job.model)
+        if isinstance(model, Cascade):
+            return self._run_cascade(model, job, progress)
+        sampler = model.sampler_config(job.steps)
         image = open_image(job.input_path)
-        (strength,) = pipe.denoise_for([image], job.denoise)
-        result = pipe.upscale(image, sampler.steps, sampler.name, job.seed, step, sampler.tile, sampler.colour_fix,
-                              denoise=strength)
-        return result, output_metadata(job.model, sampler, job.seed, pipe.precision, strength)
+        (strength,) = model.denoise_for([image], job.denoise)
+        result = model.upscale(image, sampler.steps, sampler.name, job.seed, _counter(progress, sampler.steps),
+                               sampler.tile, sampler.colour_fix, denoise=strength)
+        return result, output_metadata(job.model, sampler, job.seed, model.precision, strength)
+
+    def _run_cascade(self, cascade: Cascade, job: Job, progress) -> tuple[Image.Image, dict]:
+        image = open_image(job.input_path)
+        result = cascade.upscale(image, job.seed, _counter(progress, cascade.sampling_steps()))
+        return result, cascade.output_metadata(job.model, job.seed)
 
 
-def check_upload(data: bytes, name: str, cfg: ServeConfig) -> None:
+def _counter(progress, total: int):
+    """A sampler callback that reports (steps done, total) to `progress`, starting at 0."""
+    done = 0
+    progress(0, total)
+
+    def step(_):
+        nonlocal done
+        done += 1
+        progress(done, total)
+
+    return step
+
+
+def check_upload(data: bytes, name: str, cfg: ServeConfig, max_pixels: int) -> None:
     """Refuse an upload that is no readable image within the limits, with the ApiError that says why."""
     if not data:
         raise ApiError(400, "the upload is empty: choose an image file")
     if len(data) > cfg.max_upload_bytes:
         raise ApiError(413, _too_big(len(data), cfg))
     try:
-        open_image(BytesIO(data), max_pixels=cfg.max_pixels, name=name)
+        open_image(BytesIO(data), max_pixels=max_pixels, name=name)
     except ImageTooLarge as exc:
         raise ApiError(413, str(exc)) from None
     except SR3Error as exc:
@@ -142,12 +172,16 @@ def _int_field(form, key: str, low: int, high: int) -> int | None:
     return int(text)
 
 
-def _denoise_field(form, pipe: SR3Pipeline) -> float | str:
+def _denoise_field(form, model: SR3Pipeline | Cascade) -> float | str:
     """The form's denoise strength ("auto" or a number in [0, 1]; none is 0), checked against the model."""
     text = str(form.get("denoise") or "0").strip()
+    if isinstance(model, Cascade):
+        if text not in ("0", "0.0"):
+            raise ApiError(422, "a cascade takes no denoise strength: its stages' noise levels are set in its file")
+        return 0.0
     try:
         value = text if text == "auto" else float(text)
-        return check_denoise(value, pipe.cfg)
+        return check_denoise(value, model.cfg)
     except ValueError:
         raise ApiError(422, f"denoise must be a number from 0 to 1 or 'auto'; got '{text[:20]}'") from None
     except SR3Error as exc:
@@ -215,6 +249,8 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         model = str(form.get("model") or cfg.default_model)
         models.check(model)  # before the image is read
         steps = _int_field(form, "steps", 1, MAX_STEPS)
+        if steps is not None and isinstance(models.get(model), Cascade):
+            raise ApiError(422, "a cascade samples each stage with the steps its file sets; leave steps empty")
         seed = _int_field(form, "seed", 0, 2**31 - 1) or 0
         denoise = _denoise_field(form, models.get(model))
         upload, example = form.get("file"), str(form.get("example") or "")
@@ -225,7 +261,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         elif upload is not None and hasattr(upload, "read"):
             data = await upload.read(cfg.max_upload_bytes + 1)
             name = Path(upload.filename or "upload").name
-            check_upload(data, name, cfg)
+            check_upload(data, name, cfg, models.max_pixels(model))
         else:
             raise ApiError(400, "send an image file (field 'file') or an example name (field 'example')")
         job = state["queue"].submit(model, steps, seed, data, name, denoise)

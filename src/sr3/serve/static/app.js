@@ -11,6 +11,7 @@ async function loadModels() {
     const option = new Option(`${m.name} (${m.scale}x)`, m.name, m.default, m.default);
     option.dataset.note = `${m.description}; default ${m.sampler}, ${m.steps} step(s)`;
     option.dataset.denoise = m.denoise ? "yes" : "";
+    option.dataset.cascade = m.cascade ? "yes" : "";
     $("model").add(option);
   }
   for (const name of info.examples) $("example").add(new Option(name, name));
@@ -23,6 +24,10 @@ function noteModel() {
   $("model-note").textContent = option ? option.dataset.note : "";
   // only models trained with a noise level take a denoise strength
   $("denoise-field").hidden = !(option && option.dataset.denoise);
+  // a cascade samples each stage with the steps its file sets
+  const cascade = Boolean(option && option.dataset.cascade);
+  $("steps").disabled = cascade;
+  if (cascade) $("steps").value = "";
 }
 
 function choose(file) {
@@ -38,7 +43,7 @@ async function submit() {
   else if (chosenFile) form.append("file", chosenFile, chosenFile.name);
   else { showError("Choose an image or an example first."); return; }
   form.append("model", $("model").value);
-  form.append("steps", $("steps").value);
+  if (!$("steps").disabled) form.append("steps", $("steps").value);
   form.append("seed", $("seed").value);
   if (!$("denoise-field").hidden) form.append("denoise", $("denoise").value);
   $("go").disabled = true;
