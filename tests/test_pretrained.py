@@ -10,7 +10,7 @@ from sr3.errors import SR3Error
 from sr3.evaluate import image_scores
 from sr3.imaging import imresize, mod_crop, to_tensor
 from sr3.pipeline import SR3Pipeline
-from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, pretrained_path, resolve_model
+from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, UPSCALING_CASCADES, pretrained_path, resolve_model
 
 from conftest import photo
 
@@ -75,6 +75,7 @@ def test_shipped_cascade_generates_64px_images_by_class_name(tmp_path):
 
 def test_shipped_cascade_conditions_on_the_class_and_ships_its_ablation():
     assert set(CASCADES) == {"tinyimagenet-10", "natural-16x"}
+    assert [name for name in CASCADES if Cascade.load(name).is_upscaler] == list(UPSCALING_CASCADES)
     cascade = Cascade.load("tinyimagenet-10", overrides=["0.steps=2", "1.steps=2"])
     assert [p.cfg.data.hr_size for p in cascade.pipelines] == [32, 64]
     assert cascade.pipelines[1].cfg.model.augment_embedding

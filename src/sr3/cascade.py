@@ -97,6 +97,16 @@ class Cascade:
         pipelines = [SR3Pipeline.load(stage_model(path, stage.model), device, precision) for stage in cfg.stages]
         return cls(cfg, pipelines)
 
+    @classmethod
+    def load_upscaler(
+        cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = (), precision: str = "fp32"
+    ) -> Cascade:
+        """`load`, refusing a cascade that starts with a base model (it generates images, it does not upscale)."""
+        cascade = cls.load(spec, device, overrides, precision)
+        if not cascade.is_upscaler:
+            raise SR3Error(f"{spec} starts with a base model: it generates images (sr3 generate), it does not upscale")
+        return cascade
+
     @property
     def class_names(self) -> list[str]:
         """Class names (e.g. wnids) of the base model, in label order."""

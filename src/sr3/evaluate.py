@@ -152,10 +152,9 @@ def evaluate(
         "colour_fix": colour_fixed(sampler, denoise),
         "denoise": denoise,
         "tile": sampler.tile,
+        "precision": pipe.precision,
     }
-    return score_upscaler(run, pipe.scale, pipe.device, pairs, seed, on_image, batch_size, perceptual) | settings | {
-        "precision": pipe.precision
-    }
+    return score_upscaler(run, pipe.scale, pipe.device, pairs, seed, on_image, batch_size, perceptual) | settings
 
 
 def evaluate_cascade(

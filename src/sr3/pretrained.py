@@ -19,9 +19,12 @@ PRETRAINED = {
     "photo-4x": "real camera photos, 4x: blur, noise and JPEG removed, --denoise S|auto (natural-4x fine-tuned)",
 }
 DEFAULT_MODEL = "natural-4x"
+UPSCALING_CASCADES = {  # SR stages only: upscalers like the models above
+    "natural-16x": "general photos, 16x (e.g. 64 -> 1024): natural-4x, then a 4x stage trained with blur and noise augmentation",
+}
 CASCADES = {
     "tinyimagenet-10": "class-conditional 64x64 images of 10 Tiny ImageNet classes (base 32 px, then SR 32 -> 64)",
-    "natural-16x": "general photos, 16x (e.g. 64 -> 1024): natural-4x, then a 4x stage trained with blur and noise augmentation",
+    **UPSCALING_CASCADES,
 }
 CASCADE_FILE = "cascade.yaml"
 

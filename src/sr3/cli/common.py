@@ -87,8 +87,6 @@ def load_upscaling_cascade(args: argparse.Namespace):
         raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
     if args.denoise:
         raise SR3Error("--denoise is for one model; a cascade's stages take their noise level as --set STAGE.aug_level=S")
-    cascade = Cascade.load(args.model, args.device, args.set or (), args.precision)
-    if not cascade.is_upscaler:
-        raise SR3Error(f"{args.model} starts with a base model: it generates images (sr3 generate), it does not upscale")
+    cascade = Cascade.load_upscaler(args.model, args.device, args.set or (), args.precision)
     warn_slow_bf16(cascade.pipelines[0])
     return cascade

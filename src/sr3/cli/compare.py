@@ -78,9 +78,7 @@ def run(args: argparse.Namespace) -> None:
         if is_cascade(m.model):
             check_cascade_method(m)
             if m.model not in pipes:
-                pipes[m.model] = Cascade.load(m.model, args.device, precision=args.precision)
-                if not pipes[m.model].is_upscaler:
-                    raise SR3Error(f"{m.model} starts with a base model: it generates images, it does not upscale")
+                pipes[m.model] = Cascade.load_upscaler(m.model, args.device, precision=args.precision)
                 warn_slow_bf16(pipes[m.model].pipelines[0])
             continue
         if m.model not in pipes:

@@ -25,12 +25,12 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from sr3 import study
+from sr3.cascade import Cascade
 from sr3.conditioning import check_denoise, takes_denoise
 from sr3.errors import ImageTooLarge, SR3Error
 from sr3.imaging import open_image, save_image
-from sr3.cascade import Cascade
 from sr3.pipeline import SR3Pipeline, output_metadata
-from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, is_cascade, resolve_model
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, UPSCALING_CASCADES, is_cascade, resolve_model
 from sr3.serve.jobs import Job, JobQueue
 
 STATIC = Path(str(resources.files("sr3") / "serve" / "static"))
@@ -55,12 +55,11 @@ def offered_models(model: str) -> tuple[dict[str, str], str]:
     """The shipped SR models and SR-only cascades, plus a run, weights file or cascade given as
     `sr3 serve --model PATH`, and the name of `model` among them (preselected on the page)."""
     models = {name: name for name in PRETRAINED}
-    models |= {name: name for name in CASCADES if Cascade.load(name).is_upscaler}
+    models |= {name: name for name in UPSCALING_CASCADES}
     if model in models:
         return models, model
     if is_cascade(model):  # a path that is no model fails at start
-        if not Cascade.load(model).is_upscaler:
-            raise SR3Error(f"{model} starts with a base model: it generates images, it does not upscale")
+        Cascade.load_upscaler(model)
     else:
         resolve_model(model)
     models[Path(model).name] = model
@@ -100,7 +99,7 @@ class Models:
         out = []
         for name in self.cfg.models:
             model = self.get(name)
-            description = PRETRAINED.get(name) or CASCADES.get(name) or self.cfg.models[name]
+            description = PRETRAINED.get(name) or UPSCALING_CASCADES.get(name) or self.cfg.models[name]
             if isinstance(model, Cascade):
                 how = {"sampler": " + ".join(s["sampler"] for s in model.stage_settings()), "steps": model.sampling_steps(),
                        "denoise": False, "cascade": True}
@@ -175,12 +174,12 @@ def _int_field(form, key: str, low: int, high: int) -> int | None:
 def _denoise_field(form, model: SR3Pipeline | Cascade) -> float | str:
     """The form's denoise strength ("auto" or a number in [0, 1]; none is 0), checked against the model."""
     text = str(form.get("denoise") or "0").strip()
-    if isinstance(model, Cascade):
-        if text not in ("0", "0.0"):
-            raise ApiError(422, "a cascade takes no denoise strength: its stages' noise levels are set in its file")
-        return 0.0
     try:
         value = text if text == "auto" else float(text)
+        if isinstance(model, Cascade):
+            if value:
+                raise ApiError(422, "a cascade takes no denoise strength: its stages' noise levels are set in its file")
+            return 0.0
         return check_denoise(value, model.cfg)
     except ValueError:
         raise ApiError(422, f"denoise must be a number from 0 to 1 or 'auto'; got '{text[:20]}'") from None
