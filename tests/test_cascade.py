@@ -236,3 +236,19 @@ def test_compare_shows_a_cascade_as_a_column(upscaler_dir, tmp_path):
                  "--method", f"{upscaler_dir}@3", "--panel", "64", "--quiet"]) == 0
     assert Image.open(sheet).width == 4 * 64 + 3 * 4  # LR, bicubic, the cascade at two seeds
     assert main(["compare", str(src), "-o", str(sheet), "--method", f"{upscaler_dir}:ddpm:5"]) == 2
+
+
+def test_eval_holds_out_a_face_cascades_split_sized_as_its_last_stage_was_trained(photo_dir, tmp_path, monkeypatch):
+    import sr3.evaluate
+
+    faces = ["data.mode=faces", "data.scale=2", "data.holdout=0.5", "sampler.steps=1"]
+    tiny_weights(tmp_path / "a.safetensors", faces + ["data.hr_size=16"], 4)
+    tiny_weights(tmp_path / "b.safetensors", faces + ["data.hr_size=32"], 5)
+    (tmp_path / "cascade.yaml").write_text("stages:\n  - {model: a.safetensors}\n  - {model: b.safetensors}\n")
+    seen = []
+    real = sr3.evaluate.evaluate_cascade
+    monkeypatch.setattr(sr3.evaluate, "evaluate_cascade", lambda c, pairs, *a, **k: seen.extend(pairs) or real(c, pairs, *a, **k))
+    assert main(["eval", "--model", str(tmp_path), "--hr", str(photo_dir), "--scale", "4", "--holdout", "--quiet"]) == 0
+    assert seen and all(p.hr.shape[-2:] == (32, 32) and p.lr.shape[-2:] == (8, 8) for p in seen)
+    tiny_weights(tmp_path / "b.safetensors", faces[:2] + ["data.holdout=0.2", "data.hr_size=32", "sampler.steps=1"], 5)
+    assert main(["eval", "--model", str(tmp_path), "--hr", str(photo_dir), "--scale", "4", "--holdout", "--quiet"]) == 2

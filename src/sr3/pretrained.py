@@ -17,10 +17,12 @@ PRETRAINED = {
     "faces-8x": "aligned faces, 16x16 -> 128x128 (trained on UTKFace)",
     "natural-4x-regression": "natural-4x's regression baseline: same network and data, plain L1, one evaluation",
     "photo-4x": "real camera photos, 4x: blur, noise and JPEG removed, --denoise S|auto (natural-4x fine-tuned)",
+    "faces-16x-regression": "faces-16x's regression baseline: aligned faces 8x8 -> 128x128 in one L1-trained evaluation",
 }
 DEFAULT_MODEL = "natural-4x"
 UPSCALING_CASCADES = {  # SR stages only: upscalers like the models above
     "natural-16x": "general photos, 16x (e.g. 64 -> 1024): natural-4x, then a 4x stage trained with blur and noise augmentation",
+    "faces-16x": "aligned faces, 8x8 -> 128x128: 8 -> 32, then 32 -> 128 by faces-8x fine-tuned with blur and noise augmentation",
 }
 CASCADES = {
     "tinyimagenet-10": "class-conditional 64x64 images of 10 Tiny ImageNet classes (base 32 px, then SR 32 -> 64)",

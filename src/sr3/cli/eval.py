@@ -137,13 +137,17 @@ def model_scorer(args: argparse.Namespace):
 
 
 def cascade_scorer(args: argparse.Namespace):
-    """(progress total, scoring function) for an SR-only cascade; LR made by its first stage's degradation."""
+    """(progress total, scoring function) for an SR-only cascade: LR made by its first stage's degradation,
+    held-out images sized as its last stage was trained (every stage must hold out the same split)."""
     from sr3.evaluate import evaluate_cascade, model_pairs, same_size_batches
 
     cascade = load_upscaling_cascade(args)
     check_scale(args, cascade.scale)
-    pairs = model_pairs(cascade.pipelines[0], args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation,
-                        args.seed, cascade.scale)
+    first, last = cascade.pipelines[0], cascade.pipelines[-1]
+    if args.holdout and len({p.cfg.data.holdout for p in cascade.pipelines}) > 1:
+        raise SR3Error(f"the stages of {args.model} hold out different splits (data.holdout), so --holdout has no one split")
+    pairs = model_pairs(last, args.model, args.hr, args.lr, args.holdout, args.limit,
+                        args.degradation or first.cfg.data.degradation, args.seed, cascade.scale)
 
     def score(perceptual, bar):
         return evaluate_cascade(cascade, pairs, args.seed, args.tile, on_image=bar.set_description,
