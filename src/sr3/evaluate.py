@@ -98,7 +98,8 @@ def model_pairs(
 ) -> list[EvalPair]:
     """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained; LR
     made by `degradation` (default: the model's own `data.degradation`) with per-image seeds from `seed`.
-    `scale`: another factor than the model's (a cascade's, whose first stage is `pipe`)."""
+    `scale`: another factor than the model's (a cascade's, whose last stage is `pipe`: held-out images are
+    sized as it was trained)."""
     data = pipe.cfg.data
     if holdout and data.holdout <= 0:
         raise SR3Error(f"model {model} was trained without a held-out split (data.holdout = 0)")
