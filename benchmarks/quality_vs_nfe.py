@@ -3,7 +3,8 @@
 Prints PSNR/SSIM (Y), consistency and seconds per image for every (sampler, NFE), bicubic and an optional
 reference run (e.g. 1000-step ancestral), and saves the table as JSON and a plot as PNG. With
 `--perceptual`, also ST-LPIPS, FID/KID and the classifier fool rates (`sr3 eval --perceptual`), and
-`--plane` draws the perception-distortion plane: PSNR-Y against ST-LPIPS and against FID.
+`--plane` draws the perception-distortion plane: PSNR-Y against ST-LPIPS and against FID. `--baseline` puts
+another model (e.g. the regression twin) on the same images as a point; `--merge` joins runs measured in parts.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 
 from harness import add_image_set_args, device_name
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
-from sr3.config import check_tile
+from sr3.config import SamplerConfig, check_tile
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
 from sr3.metrics.perceptual import PerceptualConfig
@@ -52,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--patch", type=int, default=128, help="FID crop side when HR sizes differ (default 128)")
     p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="HR feature cache folder")
     p.add_argument("--plane", help="with --perceptual: save the perception-distortion plane as PNG")
+    p.add_argument("--baseline", action="append", default=[], metavar="MODEL",
+                   help="another model scored at its own default on the same images, a point on the plots "
+                        "(e.g. the regression twin; repeatable)")
+    p.add_argument("--merge", action="append", default=[], metavar="JSON",
+                   help="the rows of an earlier run (its --json) of the same model on the same images, printed, "
+                        "drawn and saved with this run's, so a long curve can be measured in parts; with "
+                        "--samplers '' nothing new is sampled (repeatable)")
     return p.parse_args(argv)
 
 
@@ -59,10 +67,15 @@ PERCEPTUAL_KEYS = ("st_lpips", "fid", "kid", "kid_std", "fid_n", "fid_patch", "f
                    "fool_rate_high", "fool_rate_n", "fool_rate_lr", "fool_rate_lr_low", "fool_rate_lr_high")
 
 
-def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
+def sampler_settings(pipe: SR3Pipeline, sampler: str, steps: int, args) -> SamplerConfig:
+    """The model's sampling with this sampler and step count, and the command's tile, colour fix and grid."""
     cfg = pipe.sampler_config(steps, sampler, args.tile, args.colour_fix)
-    if args.schedule:
-        cfg = dataclasses.replace(cfg, schedule=args.schedule, sigmas=[])
+    return dataclasses.replace(cfg, schedule=args.schedule, sigmas=[]) if args.schedule else cfg
+
+
+def run_one(pipe: SR3Pipeline, pairs, cfg: SamplerConfig, args) -> dict:
+    """One evaluation of the image set under `cfg`: its scores, the sampler's name, steps and grid."""
+    sampler, steps = cfg.name, cfg.steps
     perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
     r = evaluate(pipe, pairs, cfg, args.seed, batch_size=args.batch, perceptual=perceptual)
     keys = ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe") + (PERCEPTUAL_KEYS if args.perceptual else ())
@@ -70,6 +83,19 @@ def run_one(pipe: SR3Pipeline, pairs, sampler: str, steps: int, args) -> dict:
     schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
     return {"sampler": sampler, "steps": steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **row,
             "bicubic": r["bicubic"]}
+
+
+def load_run(path: str, model: str, hr: str, images: int) -> dict:
+    """An earlier run's --json record, refused unless it scored the same model on the same images."""
+    try:
+        run = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        raise SR3Error(f"cannot read --merge {path}: {exc}") from None
+    same_set = Path(run.get("hr", "")).parts[-2:] == Path(hr).parts[-2:] and run.get("images") == images
+    if run.get("model") != model or not same_set:
+        raise SR3Error(f"--merge {path} scored {run.get('model')} on {run.get('images')} images of {run.get('hr')}, "
+                       f"not {model} on {images} of {hr}")
+    return run
 
 
 def print_row(name: str, row: dict) -> None:
@@ -80,7 +106,11 @@ def print_row(name: str, row: dict) -> None:
           flush=True)
 
 
-def plot_plane(rows: list[dict], reference: dict | None, bicubic: dict, path: str, title: str) -> None:
+BASELINE_MARKERS = "DPvh^"
+
+
+def plot_plane(rows: list[dict], reference: dict | None, baselines: list[dict], bicubic: dict, path: str,
+               title: str) -> None:
     """The perception-distortion plane: PSNR-Y against ST-LPIPS and against FID, a curve per sampler over NFE."""
     import matplotlib
 
@@ -96,6 +126,8 @@ def plot_plane(rows: list[dict], reference: dict | None, bicubic: dict, path: st
                 ax.annotate(f"{r['nfe']} ({r['seconds_per_image']:.1f}s)", (r["psnr_y"], r[key]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
         ax.plot([bicubic["psnr_y"]], [bicubic[key]], "s", color="grey", label="bicubic")
+        for marker, b in zip(BASELINE_MARKERS, baselines):
+            ax.plot([b["psnr_y"]], [b[key]], marker, ms=9, color="black", label=f"{b['model']} ({b['seconds_per_image']:.1f}s)")
         if reference:
             ax.plot([reference["psnr_y"]], [reference[key]], "*", ms=12, color="black",
                     label=f"{reference['sampler']} {reference['steps']} steps")
@@ -108,7 +140,7 @@ def plot_plane(rows: list[dict], reference: dict | None, bicubic: dict, path: st
     fig.savefig(path, dpi=110)
 
 
-def plot(rows: list[dict], reference: dict | None, bicubic: dict, path: str, title: str) -> None:
+def plot(rows: list[dict], reference: dict | None, baselines: list[dict], bicubic: dict, path: str, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -125,6 +157,8 @@ def plot(rows: list[dict], reference: dict | None, bicubic: dict, path: str, tit
         ax.axhline(bicubic[key], color="grey", ls=":", label="bicubic")
         if reference:
             ax.axhline(reference[key], color="black", ls="--", label=f"{reference['sampler']} {reference['steps']} steps")
+        for style, b in zip(("-.", (0, (1, 3)), (0, (5, 5))), baselines):
+            ax.axhline(b[key], color="dimgrey", ls=style, label=b["model"])
     nfes = sorted({r["nfe"] for r in rows})
     axes[0].set(xscale="log", xlabel="network evaluations", ylabel="PSNR-Y (dB)")
     axes[1].set(xscale="log", yscale="log", xlabel="network evaluations", ylabel="consistency (MSE vs LR)")
@@ -164,23 +198,44 @@ def main(argv: list[str] | None = None) -> int:
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
         warn_slow_bf16(pipe)
         pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
+        merged = [load_run(path, args.model, args.hr, len(pairs)) for path in args.merge]
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         header = f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}"
         print(header + (f"{'ST-LPIPS':>10}{'FID':>9}{'fooled':>8}" if args.perceptual else ""))
         reference = None
         if args.reference:
             name, steps = parse_sampler_spec(args.reference)
-            reference = run_one(pipe, pairs, name, steps, args)
+            reference = run_one(pipe, pairs, sampler_settings(pipe, name, steps, args), args)
             print_row(f"{name}*", reference)
+        baselines = []
+        for model in args.baseline:
+            other = SR3Pipeline.load(model, args.device, args.precision)
+            if other.scale != pipe.scale:
+                raise SR3Error(f"--baseline {model} upscales {other.scale}x, not {pipe.scale}x like {args.model}")
+            baselines.append({"model": model, **run_one(other, pairs, other.sampler_config(), args)})
+            print_row(model[:12], baselines[-1])
         rows = []
         for sampler in samplers:
             for nfe in nfes:
                 steps = steps_for_nfe(sampler, nfe)
                 if network_evaluations(sampler, steps) != nfe:
                     continue  # e.g. Heun cannot spend an even NFE
-                rows.append(run_one(pipe, pairs, sampler, steps, args))
+                rows.append(run_one(pipe, pairs, sampler_settings(pipe, sampler, steps, args), args))
                 print_row(sampler, rows[-1])
-        bicubic = (reference or rows[0])["bicubic"]
+        fresh = [r for r in (reference, *baselines, *rows) if r]
+        for run in merged:
+            reference = reference or run["reference"]
+            for b in run.get("baselines", []):
+                baselines.append(b)
+                print_row(b["model"][:12], b)
+            for r in run["rows"]:
+                rows.append(r)
+                print_row(r["sampler"], r)
+        if not rows:
+            raise SR3Error("no sampler rows: name --samplers, or --merge a run that has them")
+        if args.plane and any("st_lpips" not in r for r in rows + baselines):
+            raise SR3Error("--plane needs perceptual figures in every row, and a merged run has none")
+        bicubic = fresh[0]["bicubic"] if fresh else merged[0]["bicubic"]
         print_row("bicubic", bicubic)
         result = {
             "model": str(args.model),
@@ -192,15 +247,17 @@ def main(argv: list[str] | None = None) -> int:
             "precision": args.precision,
             "batch": args.batch,
             "reference": reference,
+            "baselines": [{k: v for k, v in b.items() if k != "bicubic"} for b in baselines],
             "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency", *PERCEPTUAL_KEYS) if k in bicubic},
             "rows": [{k: v for k, v in r.items() if k != "bicubic"} for r in rows],
+            "merged": list(args.merge),
         }
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
         if args.plot:
-            plot(rows, reference, bicubic, args.plot, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+            plot(rows, reference, baselines, bicubic, args.plot, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
         if args.plane:
-            plot_plane(rows, reference, bicubic, args.plane, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+            plot_plane(rows, reference, baselines, bicubic, args.plane, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
     except SR3Error as exc:
         print(f"quality_vs_nfe: error: {exc}", file=sys.stderr)
         return 2

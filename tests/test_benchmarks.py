@@ -63,3 +63,54 @@ def test_diversity_is_zero_for_a_regressor_and_positive_for_ancestral_sampling(t
     assert record["seeds"] == 3 and record["n_images"] == 1 and record["seed_std"] > 0.1
     done = bench("diversity.py", "--model", "natural-4x", "--hr", str(hr), "--seeds", "1")
     assert done.returncode == 2 and "at least 2" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_rrdbnet_is_esrgans_4x_network_and_the_speed_run_times_both(tmp_path):
+    sys.path.insert(0, str(BENCHMARKS))
+    from vs_rrdbnet import RRDBNet
+
+    net = RRDBNet()
+    assert sum(p.numel() for p in net.parameters()) == 16_697_987  # Real-ESRGAN's x4plus: 16.7 M
+    with torch.inference_mode():
+        assert net(torch.rand(1, 3, 8, 12)).shape == (1, 3, 32, 48)
+    out = tmp_path / "speed.json"
+    done = bench("vs_rrdbnet.py", "--size", "16", "--repeats", "1", "--threads", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    r = json.loads(out.read_text())
+    assert r["output"] == [64, 64] and r["seconds"] > 0 and r["rrdbnet_seconds"] > 0 and r["rrdbnet_gflop"] > 0
+    assert r["ratio"] == pytest.approx(r["seconds"] / r["rrdbnet_seconds"])
+    done = bench("vs_rrdbnet.py", "--model", "faces-8x", "--size", "16")
+    assert done.returncode == 2 and "faces-8x upscales 8x" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_quality_vs_nfe_puts_a_baseline_model_on_the_same_images(tmp_path):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("coffee", "chelsea"):
+        photo(name).resize((64, 48)).save(hr / f"{name}.png")
+    out = tmp_path / "nfe.json"
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "euler", "--nfe", "1",
+                 "--baseline", "natural-4x-regression", "--threads", "1", "--json", str(out),
+                 "--plot", str(tmp_path / "nfe.png"))
+    assert done.returncode == 0, done.stderr
+    r = json.loads(out.read_text())
+    (baseline,) = r["baselines"]
+    (row,) = r["rows"]
+    assert baseline["model"] == "natural-4x-regression" and baseline["sampler"] == "regression"
+    assert row["sampler"] == "euler" and row["nfe"] == 1 and baseline["psnr_y"] != row["psnr_y"]
+    assert baseline["psnr_y"] > r["bicubic"]["psnr_y"] and (tmp_path / "nfe.png").stat().st_size > 0
+    both = tmp_path / "both.json"  # a curve measured in two parts, drawn as one
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "ddpm", "--nfe", "2",
+                 "--merge", str(out), "--threads", "1", "--json", str(both))
+    assert done.returncode == 0, done.stderr
+    merged = json.loads(both.read_text())
+    assert [(r["sampler"], r["nfe"]) for r in merged["rows"]] == [("ddpm", 2), ("euler", 1)]
+    assert merged["rows"][1] == row and merged["baselines"] == [baseline] and merged["bicubic"] == r["bicubic"]
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "", "--merge", str(both))
+    assert done.returncode == 0 and done.stdout.count("ddpm") == 1 and "bicubic" in done.stdout
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--limit", "1", "--samplers", "",
+                 "--merge", str(both))
+    assert done.returncode == 2 and "not natural-4x on 1 of" in done.stderr
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "euler", "--nfe", "1",
+                 "--baseline", "faces-8x")
+    assert done.returncode == 2 and "--baseline faces-8x upscales 8x, not 4x" in done.stderr
