@@ -96,9 +96,9 @@ def measure(model: str, size: int, repeats: int) -> dict:
     sampler = pipe.sampler_config()
     cpu = torch.device("cpu")
     sr3_seconds = median_seconds(lambda: pipe.upscale(image, seed=0), repeats, 1, cpu)
-    torch.manual_seed(0)
-    net = RRDBNet().eval()
-    x = torch.rand(1, 3, size, size)
+    torch.manual_seed(0)  # channels_last for both, as the sr3 pipeline runs its network (about 1.3x faster on CPUs)
+    net = RRDBNet().eval().to(memory_format=torch.channels_last)
+    x = torch.rand(1, 3, size, size).to(memory_format=torch.channels_last)
 
     def forward():
         with torch.inference_mode():
