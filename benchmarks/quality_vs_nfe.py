@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -106,7 +107,8 @@ def print_row(name: str, row: dict) -> None:
           flush=True)
 
 
-BASELINE_MARKERS = "DPvh^"
+BASELINE_MARKERS = "DPvh^"  # cycled, so no baseline is dropped
+BASELINE_LINES = ("-.", (0, (1, 3)), (0, (5, 5)))
 
 
 def plot_plane(rows: list[dict], reference: dict | None, baselines: list[dict], bicubic: dict, path: str,
@@ -126,7 +128,7 @@ def plot_plane(rows: list[dict], reference: dict | None, baselines: list[dict], 
                 ax.annotate(f"{r['nfe']} ({r['seconds_per_image']:.1f}s)", (r["psnr_y"], r[key]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
         ax.plot([bicubic["psnr_y"]], [bicubic[key]], "s", color="grey", label="bicubic")
-        for marker, b in zip(BASELINE_MARKERS, baselines):
+        for marker, b in zip(itertools.cycle(BASELINE_MARKERS), baselines):
             ax.plot([b["psnr_y"]], [b[key]], marker, ms=9, color="black", label=f"{b['model']} ({b['seconds_per_image']:.1f}s)")
         if reference:
             ax.plot([reference["psnr_y"]], [reference[key]], "*", ms=12, color="black",
@@ -157,7 +159,7 @@ def plot(rows: list[dict], reference: dict | None, baselines: list[dict], bicubi
         ax.axhline(bicubic[key], color="grey", ls=":", label="bicubic")
         if reference:
             ax.axhline(reference[key], color="black", ls="--", label=f"{reference['sampler']} {reference['steps']} steps")
-        for style, b in zip(("-.", (0, (1, 3)), (0, (5, 5))), baselines):
+        for style, b in zip(itertools.cycle(BASELINE_LINES), baselines):
             ax.axhline(b[key], color="dimgrey", ls=style, label=b["model"])
     nfes = sorted({r["nfe"] for r in rows})
     axes[0].set(xscale="log", xlabel="network evaluations", ylabel="PSNR-Y (dB)")
@@ -254,10 +256,11 @@ def main(argv: list[str] | None = None) -> int:
         }
         if args.json:
             Path(args.json).write_text(json.dumps(result, indent=2))
+        title = f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}"
         if args.plot:
-            plot(rows, reference, baselines, bicubic, args.plot, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+            plot(rows, reference, baselines, bicubic, args.plot, title)
         if args.plane:
-            plot_plane(rows, reference, baselines, bicubic, args.plane, f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}")
+            plot_plane(rows, reference, baselines, bicubic, args.plane, title)
     except SR3Error as exc:
         print(f"quality_vs_nfe: error: {exc}", file=sys.stderr)
         return 2
