@@ -9,13 +9,11 @@ mean); SR3 names near-identical samples as its weakness.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 
-from harness import add_image_set_args, device_name, run
+from harness import add_image_set_args, device_name, run, save_json
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 from sr3.evaluate import model_pairs
@@ -63,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.model} {sampler.name} {sampler.steps} steps: per-pixel std over {args.seeds} seeds "
           f"{mean:.2f} grey levels (mean of {len(rows)} images)")
     if args.json:
-        Path(args.json).write_text(json.dumps(record, indent=1) + "\n")
+        save_json(args.json, record)
     return 0
 
 

@@ -153,6 +153,11 @@ def compiled(record: dict[str, object]) -> str:
     return "" if record["compile_seconds"] is None else f", first (compiling) call {record['compile_seconds']:.1f} s"
 
 
+def save_json(path: str | Path, record: object) -> None:
+    """Write a script's record (or list of records) to its --json file, one indented JSON document."""
+    Path(path).write_text(json.dumps(record, indent=1) + "\n")
+
+
 def emit(args: argparse.Namespace, record: dict[str, object], line: str) -> None:
     """Print the record as one JSON object (--json) or the readable one-line summary."""
     print(json.dumps(record) if args.json else line)

@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import add_image_set_args, device_name
+from harness import add_image_set_args, device_name, save_json
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import SamplerConfig, check_tile
 from sr3.errors import SR3Error
@@ -255,7 +255,7 @@ def main(argv: list[str] | None = None) -> int:
             "merged": list(args.merge),
         }
         if args.json:
-            Path(args.json).write_text(json.dumps(result, indent=2))
+            save_json(args.json, result)
         title = f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}"
         if args.plot:
             plot(rows, reference, baselines, bicubic, args.plot, title)

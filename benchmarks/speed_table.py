@@ -12,7 +12,7 @@ import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from harness import run
+from harness import run, save_json
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 
@@ -108,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         records.append({"row": asdict(row)} | record)
         print(table_line(row, record), flush=True)
         if args.json:  # after every row, so a refused or interrupted row keeps the ones measured
-            args.json.write_text(json.dumps(records, indent=1) + "\n")
+            save_json(args.json, records)
     return 0
 
 

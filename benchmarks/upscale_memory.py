@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 from skimage import data
 
-from harness import device_name, peak_memory_mb, run
+from harness import device_name, peak_memory_mb, run, save_json
 from sr3.cascade import Cascade
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
@@ -75,8 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{row['model']}: {args.size}x{args.size} -> {row['output'][0]}x{row['output'][1]}, tile {tile}: "
               f"{row['seconds']:.1f} s, peak RSS {row['peak_rss_mb']:.0f} MiB ({row['threads']} threads, {row['device']})")
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(rows, f, indent=2)
+        save_json(args.json, rows)
     return 0
 
 

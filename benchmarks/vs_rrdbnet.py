@@ -11,9 +11,7 @@ astronaut, public domain), in the same process and thread count, the sr3 model t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +20,7 @@ from skimage import data
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from harness import device_name, median_seconds, run
+from harness import device_name, median_seconds, run, save_json
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline
@@ -134,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
           f"({r['rrdbnet_params'] / 1e6:.2f} M params, {r['rrdbnet_gflop']:.0f} GFLOP); ratio {r['ratio']:.2f}, "
           f"{r['threads']} threads, {r['device']}")
     if args.json:
-        Path(args.json).write_text(json.dumps(r, indent=1) + "\n")
+        save_json(args.json, r)
     return 0
 
 
