@@ -18,7 +18,7 @@ from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 from sr3.evaluate import model_pairs
 from sr3.imaging import quantize
-from sr3.pipeline import SR3Pipeline
+from sr3.upscaler import UpscaleSettings, load_upscaler
 
 EXAMPLES = """examples:
   python benchmarks/diversity.py --model faces-8x --hr ../data/UTKFace/images --holdout --limit 50 --seeds 4
@@ -47,18 +47,17 @@ def main(argv: list[str] | None = None) -> int:
     check_json(args.json)
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = SR3Pipeline.load(args.model, args.device)
-    sampler = pipe.sampler_config(args.steps, args.sampler)
-    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
+    upscaler = load_upscaler(args.model, args.device, settings=UpscaleSettings(steps=args.steps, sampler=args.sampler))
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit)
     rows = []
     for i, pair in enumerate(pairs):
         seeds = [args.seed + i * args.seeds + s for s in range(args.seeds)]
         lr = pair.lr[None].expand(args.seeds, -1, -1, -1)
-        rows.append({"image": pair.name, "seed_std": seed_std(pipe.super_resolve(lr, seeds, sampler).cpu())})
+        rows.append({"image": pair.name, "seed_std": seed_std(upscaler.super_resolve(lr, seeds)[0].cpu())})
     mean = sum(r["seed_std"] for r in rows) / len(rows)
-    record = {"model": args.model, "sampler": sampler.name, "steps": sampler.steps, "seeds": args.seeds,
-              "n_images": len(rows), "device": device_name(pipe.device), "seed_std": mean, "per_image": rows}
-    print(f"{args.model} {sampler.name} {sampler.steps} steps: per-pixel std over {args.seeds} seeds "
+    record = {"model": args.model, "sampler": upscaler.sampler_name, "steps": upscaler.steps, "seeds": args.seeds,
+              "n_images": len(rows), "device": device_name(upscaler.device), "seed_std": mean, "per_image": rows}
+    print(f"{args.model} {upscaler.sampler_name} {upscaler.steps} steps: per-pixel std over {args.seeds} seeds "
           f"{mean:.2f} grey levels (mean of {len(rows)} images)")
     if args.json:
         save_json(args.json, record)

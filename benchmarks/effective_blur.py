@@ -20,8 +20,8 @@ from sr3.cli.common import check_json
 from sr3.conditioning import upsample
 from sr3.errors import SR3Error
 from sr3.evaluate import model_pairs
-from sr3.imaging import gaussian_blur
-from sr3.pipeline import SR3Pipeline
+from sr3.resize import gaussian_blur
+from sr3.upscaler import load_upscaler
 
 EXAMPLES = """examples:
   python benchmarks/effective_blur.py --model natural-4x --hr photos/
@@ -52,14 +52,14 @@ def main(argv: list[str] | None = None) -> int:
         raise SR3Error("--sigmas must be positive and --kernel an odd number")
     if args.threads:
         torch.set_num_threads(args.threads)
-    pipe = SR3Pipeline.load(args.model)
-    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
+    upscaler = load_upscaler(args.model)
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit)
     rows = []
     for i, pair in enumerate(pairs):
         truth = pair.hr[None]
-        sr = pipe.super_resolve(pair.lr[None], [i]).cpu()
+        sr = upscaler.super_resolve(pair.lr[None], [i])[0].cpu()
         model_sigma, model_errors = best_sigma(sr, truth, sigmas, args.kernel)
-        bicubic_sigma, bicubic_errors = best_sigma(upsample(pair.lr[None], pipe.scale), truth, sigmas, args.kernel)
+        bicubic_sigma, bicubic_errors = best_sigma(upsample(pair.lr[None], upscaler.scale), truth, sigmas, args.kernel)
         rows.append({"image": pair.name, "model_sigma": model_sigma, "bicubic_sigma": bicubic_sigma,
                      "model_mse": model_errors, "bicubic_mse": bicubic_errors})
         print(f"{pair.name}: {args.model} like the truth blurred by sigma {model_sigma}, bicubic by {bicubic_sigma}")

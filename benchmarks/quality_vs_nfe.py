@@ -21,8 +21,10 @@ from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import SamplerConfig, check_tile
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, model_pairs
-from sr3.metrics.perceptual import PerceptualConfig
+from sr3.metrics.perceptual import PerceptualConfig, set_metric_keys
+from sr3.metrics.scores import SR_METRICS
 from sr3.pipeline import SR3Pipeline
+from sr3.upscaler import ModelUpscaler, Upscaler, load_upscaler
 from sr3.samplers import SAMPLERS, network_evaluations, parse_sampler_spec, steps_for_nfe
 
 EXAMPLES = """examples:
@@ -64,8 +66,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-PERCEPTUAL_KEYS = ("st_lpips", "fid", "kid", "kid_std", "fid_n", "fid_patch", "fool_rate", "fool_rate_low",
-                   "fool_rate_high", "fool_rate_n", "fool_rate_lr", "fool_rate_lr_low", "fool_rate_lr_high")
+PERCEPTUAL_KEYS = (*(name for name, m in SR_METRICS.items() if m.perceptual), *set_metric_keys())
 
 
 def sampler_settings(pipe: SR3Pipeline, sampler: str, steps: int, args) -> SamplerConfig:
@@ -76,14 +77,17 @@ def sampler_settings(pipe: SR3Pipeline, sampler: str, steps: int, args) -> Sampl
 
 def run_one(pipe: SR3Pipeline, pairs, cfg: SamplerConfig, args) -> dict:
     """One evaluation of the image set under `cfg`: its scores, the sampler's name, steps and grid."""
-    sampler, steps = cfg.name, cfg.steps
-    perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
-    r = evaluate(pipe, pairs, cfg, args.seed, batch_size=args.batch, perceptual=perceptual)
-    keys = ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe") + (PERCEPTUAL_KEYS if args.perceptual else ())
-    row = {k: r[k] for k in keys}
+    r = score(ModelUpscaler(pipe, args.model, sampler=cfg), pairs, args)
     schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
-    return {"sampler": sampler, "steps": steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **row,
-            "bicubic": r["bicubic"]}
+    return {"sampler": cfg.name, "steps": cfg.steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **r}
+
+
+def score(upscaler: Upscaler, pairs, args) -> dict:
+    """The figures of one upscaler on the image set that the plots and the table read, bicubic's beside them."""
+    perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
+    r = evaluate(upscaler, pairs, args.seed, batch_size=args.batch, perceptual=perceptual)
+    keys = ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe") + (PERCEPTUAL_KEYS if args.perceptual else ())
+    return {**{k: r[k] for k in keys}, "bicubic": r["bicubic"]}
 
 
 def load_run(path: str, model: str, hr: str, images: int) -> dict:
@@ -199,7 +203,7 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error("--plane draws perceptual figures: add --perceptual")
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
         warn_slow_bf16(pipe)
-        pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
+        pairs = model_pairs(ModelUpscaler(pipe, args.model), args.hr, args.lr, args.holdout, args.limit)
         merged = [load_run(path, args.model, args.hr, len(pairs)) for path in args.merge]
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         header = f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}"
@@ -211,10 +215,10 @@ def main(argv: list[str] | None = None) -> int:
             print_row(f"{name}*", reference)
         baselines = []
         for model in args.baseline:
-            other = SR3Pipeline.load(model, args.device, args.precision)
+            other = load_upscaler(model, args.device, args.precision)
             if other.scale != pipe.scale:
                 raise SR3Error(f"--baseline {model} upscales {other.scale}x, not {pipe.scale}x like {args.model}")
-            baselines.append({"model": model, **run_one(other, pairs, other.sampler_config(), args)})
+            baselines.append({"model": model, "sampler": other.sampler_name, "steps": other.steps, **score(other, pairs, args)})
             print_row(model[:12], baselines[-1])
         rows = []
         for sampler in samplers:

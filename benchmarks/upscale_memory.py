@@ -19,11 +19,9 @@ from PIL import Image
 from skimage import data
 
 from harness import device_name, peak_memory_mb, run, save_json
-from sr3.cascade import Cascade
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
-from sr3.pipeline import SR3Pipeline
-from sr3.pretrained import is_cascade
+from sr3.upscaler import UpscaleSettings, load_upscaler
 
 EXAMPLES = """examples:
   python benchmarks/upscale_memory.py --model natural-16x --size 64 --tiles 0,32 --threads 2
@@ -35,9 +33,9 @@ def one_run(model: str, size: int, tile: int, threads: int | None) -> dict:
     if threads:
         torch.set_num_threads(threads)
     image = Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC)
-    upscaler = Cascade.load(model) if is_cascade(model) else SR3Pipeline.load(model)
+    upscaler = load_upscaler(model, settings=UpscaleSettings(tile=tile))
     start = time.perf_counter()
-    out = upscaler.upscale(image, seed=0, tile=tile)
+    [(out, _)] = upscaler.upscale([image], [0])
     seconds = time.perf_counter() - start
     device = torch.device("cpu")
     return {"model": model, "input": [size, size], "output": list(out.size), "tile": tile, "seconds": seconds,

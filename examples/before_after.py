@@ -11,7 +11,9 @@ from pathlib import Path
 
 from PIL import Image, ImageDraw
 
-from sr3.imaging import imresize, to_pil, to_tensor
+from sr3.imaging import to_pil, to_tensor
+
+from sr3.resize import imresize
 from sr3.pipeline import SR3Pipeline
 
 HERE = Path(__file__).resolve().parent

@@ -12,6 +12,7 @@ from sr3.cli.main import main
 from sr3.errors import SR3Error
 from sr3.imaging import to_tensor
 from sr3.pipeline import SR3Pipeline
+from sr3.upscaler import UpscaleSettings, load_upscaler
 
 from conftest import photo, tiny_weights
 
@@ -153,10 +154,11 @@ def test_an_sr_only_cascade_upscales_through_every_stage(upscaler_dir):
     cascade = Cascade.load(upscaler_dir)
     assert cascade.is_upscaler and cascade.scale == 4 and cascade.sampling_steps() == 3
     img = photo("coffee").resize((20, 12))
-    out = cascade.upscale(img, seed=5)
-    assert out.size == (80, 48) and out.mode == "RGB"
-    assert out.tobytes() == cascade.upscale(img, seed=5).tobytes()
-    assert out.tobytes() != cascade.upscale(img, seed=6).tobytes()
+    upscaler = load_upscaler(upscaler_dir)
+    [(out, record)] = upscaler.upscale([img], [5])
+    assert out.size == (80, 48) and out.mode == "RGB" and record["seed"] == 5 and record["scale"] == 4
+    assert out.tobytes() == upscaler.upscale([img], [5])[0][0].tobytes()
+    assert out.tobytes() != upscaler.upscale([img], [6])[0][0].tobytes()
     # stage 0 is its model alone under the same seed; the last stage sees stage 0's output
     stage0 = SR3Pipeline.load(upscaler_dir / "a.safetensors").upscale(img, seed=5)
     outputs = cascade.super_resolve(to_tensor(img)[None], [5])
@@ -186,6 +188,12 @@ def test_upscale_cli_runs_a_cascade_with_stage_overrides_and_records_every_stage
 def test_generating_cascades_do_not_upscale_and_sr_only_ones_refuse_what_they_cannot_do(cascade_dir, upscaler_dir):
     with pytest.raises(SR3Error, match="generates images"):
         Cascade.load(cascade_dir).super_resolve(torch.zeros(1, 3, 8, 8), [0])
+    with pytest.raises(SR3Error, match="generates images"):
+        load_upscaler(cascade_dir)
+    with pytest.raises(SR3Error, match="generates images"):
+        load_upscaler(cascade_dir / "base.safetensors")
+    with pytest.raises(SR3Error, match="takes no denoise"):
+        load_upscaler(upscaler_dir, settings=UpscaleSettings(denoise=0.5))
     with pytest.raises(SR3Error, match="trained without conditioning augmentation"):
         Cascade.load(upscaler_dir, overrides=["0.aug_level=0.2"])
     with pytest.raises(SR3Error, match="truncate and guidance"):
@@ -195,8 +203,8 @@ def test_generating_cascades_do_not_upscale_and_sr_only_ones_refuse_what_they_ca
 
 
 def test_eval_scores_a_cascade_at_its_whole_scale_and_records_its_stages(upscaler_dir, photo_dir, tmp_path, capsys):
-    from sr3.evaluate import EvalPair, evaluate_cascade
-    from sr3.imaging import imresize
+    from sr3.evaluate import EvalPair, evaluate
+    from sr3.resize import imresize
 
     out = tmp_path / "eval.json"
     assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "4", "--limit", "2",
@@ -206,12 +214,12 @@ def test_eval_scores_a_cascade_at_its_whole_scale_and_records_its_stages(upscale
     assert [s["aug_level"] for s in result["stages"]] == [0, 0] and result["nfe"] == 3
     assert "stage 1: dpmpp_2m 2" in capsys.readouterr().out
     # the figures are those of the cascade's own output under the image's seed
-    cascade = Cascade.load(upscaler_dir, overrides=["1.aug_level=0"])
+    cascade = load_upscaler(upscaler_dir, settings=UpscaleSettings(stages=("1.aug_level=0",)))
     hr = to_tensor(photo("coffee").resize((64, 48)))
     pair = EvalPair("coffee", hr, imresize(hr[None], 0.25)[0])
-    direct = evaluate_cascade(cascade, [pair], seed=7)
-    again = evaluate_cascade(cascade, [pair], seed=7)
-    assert direct["psnr_y"] == again["psnr_y"] != evaluate_cascade(cascade, [pair], seed=8)["psnr_y"]
+    direct = evaluate(cascade, [pair], seed=7)
+    again = evaluate(cascade, [pair], seed=7)
+    assert direct["psnr_y"] == again["psnr_y"] != evaluate(cascade, [pair], seed=8)["psnr_y"]
     assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "2"]) == 2
     assert main(["eval", "--model", str(upscaler_dir), "--hr", str(photo_dir), "--scale", "4", "--steps", "3"]) == 2
     assert main(["eval", "--model", str(upscaler_dir / "a.safetensors"), "--hr", str(photo_dir), "--scale", "2",
@@ -246,8 +254,8 @@ def test_eval_holds_out_a_face_cascades_split_sized_as_its_last_stage_was_traine
     tiny_weights(tmp_path / "b.safetensors", faces + ["data.hr_size=32"], 5)
     (tmp_path / "cascade.yaml").write_text("stages:\n  - {model: a.safetensors}\n  - {model: b.safetensors}\n")
     seen = []
-    real = sr3.evaluate.evaluate_cascade
-    monkeypatch.setattr(sr3.evaluate, "evaluate_cascade", lambda c, pairs, *a, **k: seen.extend(pairs) or real(c, pairs, *a, **k))
+    real = sr3.evaluate.evaluate
+    monkeypatch.setattr(sr3.evaluate, "evaluate", lambda c, pairs, *a, **k: seen.extend(pairs) or real(c, pairs, *a, **k))
     assert main(["eval", "--model", str(tmp_path), "--hr", str(photo_dir), "--scale", "4", "--holdout", "--quiet"]) == 0
     assert seen and all(p.hr.shape[-2:] == (32, 32) and p.lr.shape[-2:] == (8, 8) for p in seen)
     tiny_weights(tmp_path / "b.safetensors", faces[:2] + ["data.holdout=0.2", "data.hr_size=32", "sampler.steps=1"], 5)

@@ -6,6 +6,8 @@ import pytest
 import torch
 
 from sr3.conditioning import batch_condition
+from sr3.diffusion import Cond
+from sr3.guidance import ClassifierFreeGuidance
 from sr3.noise import PerSampleNoise
 from sr3.config import load_config
 from sr3.data.pairs import SRPairs
@@ -61,7 +63,7 @@ def test_different_classes_give_different_samples_under_one_seed():
 def test_label_dropout_replaces_labels_with_the_null_class():
     cfg = load_config("tiny", BASE)
     batch = {"hr": torch.zeros(4000, 3, 2, 2), "lr": torch.zeros(4000, 3, 1, 1), "label": torch.zeros(4000, dtype=torch.long)}
-    cond = batch_condition(batch, cfg, training_gammas(cfg.noise), PerSampleNoise(range(4000)))
+    cond = batch_condition(batch, cfg, None, training_gammas(cfg.noise), PerSampleNoise(range(4000)))  # a base model: no predictor
     assert cond.image is None
     assert (cond.labels == 2).float().mean().item() == pytest.approx(0.2, abs=0.03)
 
@@ -98,7 +100,25 @@ def test_generate_cli_by_class_name_and_guidance(class_dir, tmp_path, capsys):
     assert "unknown class 'bird'; classes: cat, dog" in capsys.readouterr().err
 
 
-def test_guidance_changes_the_samples():
+@pytest.mark.parametrize("stage", ["base", "sr"])
+def test_guidance_is_one_plus_w_conditional_minus_w_unconditional(stage):
+    """D_w = (1 + w) D(x | c) - w D(x | no class), against two plain calls of the denoiser (Ho & Salimans 2021)."""
+    sr = ["model.in_channels=6", "model.augment_embedding=true", "augment.noise_max=0.3"]
+    pipe = untrained_pipeline(load_config("tiny", BASE + (sr if stage == "sr" else [])))
+    gen = torch.Generator().manual_seed(5)
+    x, sigma, labels = torch.randn(2, 3, 16, 16, generator=gen), torch.tensor([0.3, 0.8]), torch.tensor([1, 0])
+    image = torch.rand(2, 3, 16, 16, generator=gen) * 2 - 1 if stage == "sr" else None
+    aug = torch.tensor([0.1, 0.2]) if stage == "sr" else None
+    w = 2.5
+    with torch.no_grad():
+        guided = ClassifierFreeGuidance(pipe.denoiser, w, null_label=2)(x, sigma, Cond(image, labels, aug))
+        d_c = pipe.denoiser(x, sigma, Cond(image, labels, aug))
+        d_u = pipe.denoiser(x, sigma, Cond(image, torch.full_like(labels, 2), aug))
+    assert (d_c - d_u).abs().amax(dim=(1, 2, 3)).min() > 1e-2  # the labels matter in both samples
+    torch.testing.assert_close(guided, (1 + w) * d_c - w * d_u, rtol=0, atol=1e-5)
+
+
+def test_generate_samples_with_the_guided_denoiser():
     pipe = untrained_pipeline(load_config("tiny", BASE))
     labels = torch.tensor([1])
     plain = pipe.generate(1, [3], pipe.sampler_config(steps=2), labels=labels)

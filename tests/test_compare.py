@@ -34,13 +34,13 @@ def test_a_method_seed_replaces_the_sheet_seed():
         def __init__(self):
             self.seeds = []
 
-        def upscale(self, lr, steps, sampler, seed, tile=None, denoise=0.0):
-            self.seeds.append(seed)
-            return lr
+        def upscale(self, images, seeds):
+            self.seeds += seeds
+            return [(image, {}) for image in images]
 
     pipe = Recorder()
     lrs = [Image.new("RGB", (4, 4))] * 2
-    run_methods([Method("m"), Method("m", seed=7)], lrs, 10, lambda name: pipe)
+    run_methods([Method("m"), Method("m", seed=7)], lrs, 10, [pipe, pipe])
     assert pipe.seeds == [10, 11, 7, 8]
     assert Method("m", "ddpm", 25, 7).label == "m ddpm 25 seed 7"
 

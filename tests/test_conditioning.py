@@ -4,10 +4,11 @@ import torch
 from sr3.conditioning import blur_augment, check_aug_level, noise_augment, sampling_condition, training_condition, upsample
 from sr3.config import AugmentConfig, NoiseConfig, load_config
 from sr3.errors import SR3Error
-from sr3.imaging import gaussian_kernel1d
+from sr3.resize import gaussian_kernel1d
 from sr3.models.unet import UNet
 from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
+from sr3.predictors import Bicubic
 from sr3.schedules import level_gamma, training_gammas
 
 GAMMAS = training_gammas(NoiseConfig())
@@ -17,7 +18,8 @@ def test_level_zero_leaves_the_condition_unchanged():
     image, eps = torch.rand(2, 3, 8, 8), torch.randn(2, 3, 8, 8)
     assert torch.equal(noise_augment(image, torch.zeros(2), GAMMAS, eps), image)
     lr = torch.rand(2, 3, 4, 4)
-    cond = training_condition(lr, 2, AugmentConfig(), GAMMAS, PerSampleNoise([0, 1]))
+    cfg = load_config("tiny", ["data.scale=2"])
+    cond = training_condition(lr, cfg, Bicubic(2), GAMMAS, PerSampleNoise([0, 1]))
     assert torch.equal(cond.image, upsample(lr, 2)) and cond.aug_level is None
 
 
@@ -38,8 +40,8 @@ def test_noise_augmentation_is_the_forward_process():
 
 
 def test_training_condition_samples_levels_and_tells_the_model():
-    cfg = AugmentConfig(noise_max=0.3)
-    cond = training_condition(torch.rand(64, 3, 4, 4), 2, cfg, GAMMAS, PerSampleNoise(range(64)))
+    cfg = load_config("tiny", ["data.scale=2", "augment.noise_max=0.3", "model.augment_embedding=true"])
+    cond = training_condition(torch.rand(64, 3, 4, 4), cfg, Bicubic(2), GAMMAS, PerSampleNoise(range(64)))
     assert cond.aug_level.shape == (64,) and 0 <= cond.aug_level.min() and cond.aug_level.max() <= 0.3
     assert cond.aug_level.std() > 0.05
 
@@ -71,16 +73,16 @@ def test_one_range_of_augmentation_levels():
             check_aug_level(bad)
     cfg = load_config("tiny", ["model.augment_embedding=true"])
     with pytest.raises(SR3Error, match=r"\[0, 1\)"):
-        sampling_condition(torch.zeros(1, 3, 4, 4), cfg, 1.0, PerSampleNoise([0]))
+        sampling_condition(torch.zeros(1, 3, 4, 4), cfg, Bicubic(4), 1.0, PerSampleNoise([0]))
 
 
 def test_the_sampling_condition_noises_at_low_resolution_then_upsamples():
     cfg = load_config("tiny", ["model.augment_embedding=true"])
     lr = torch.rand(2, 3, 4, 4) * 2 - 1
-    clean = sampling_condition(lr, cfg)
+    clean = sampling_condition(lr, cfg, Bicubic(4))
     assert torch.equal(clean.image, upsample(lr, 4)) and clean.aug_level is None
-    noised = sampling_condition(lr, cfg, 0.3, PerSampleNoise([0, 1]))
+    noised = sampling_condition(lr, cfg, Bicubic(4), 0.3, PerSampleNoise([0, 1]))
     expected = noise_augment(lr, torch.full((2,), 0.3, dtype=torch.float64), GAMMAS, PerSampleNoise([0, 1])(lr))
     assert torch.allclose(noised.image, upsample(expected, 4)) and torch.allclose(noised.aug_level, torch.full((2,), 0.3))
-    told = sampling_condition(lr, cfg, 0.3, lr_noised=True)  # already at the level: only told it
+    told = sampling_condition(lr, cfg, Bicubic(4), 0.3, lr_noised=True)  # already at the level: only told it
     assert torch.equal(told.image, upsample(lr, 4)) and torch.allclose(told.aug_level, torch.full((2,), 0.3))

@@ -7,7 +7,8 @@ from PIL import Image
 from sr3.config import DataConfig
 from sr3.data.pairs import GlobalBatches, SRPairs, split_files
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, to_pil, to_tensor
+from sr3.imaging import to_pil, to_tensor
+from sr3.resize import imresize
 
 
 def test_sample_n_is_a_pure_function_of_seed_and_n(photo_dir):

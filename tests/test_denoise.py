@@ -13,10 +13,13 @@ from sr3.cli.main import main
 from sr3.conditioning import auto_denoise, check_denoise, denoise_condition, noise_level, upsample
 from sr3.config import load_config
 from sr3.data.degradations import bicubic, degrade
-from sr3.data.pairs import seeded_generator
+from sr3.noise import seeded_generator
+from sr3.predictors import Bicubic
 from sr3.data.realworld import PHOTO, degrade_real
 from sr3.errors import SR3Error
-from sr3.imaging import estimate_noise_std, imresize, to_tensor
+from sr3.imaging import to_tensor
+from sr3.conditioning import estimate_noise_std
+from sr3.resize import imresize
 from sr3.models.unet import UNet
 from sr3.schedules import level_gamma, training_gammas
 
@@ -56,7 +59,7 @@ def test_auto_strength_grows_with_the_input_noise_and_is_capped():
 def test_denoise_condition_tells_the_level_of_a_forward_process_sample():
     cfg = load_config("tiny", AUG)
     lr = _lr(size=8)[None].repeat(2, 1, 1, 1)
-    cond = denoise_condition(lr, cfg, torch.tensor([0.0, 0.5], dtype=torch.float64))
+    cond = denoise_condition(lr, cfg, Bicubic(4), torch.tensor([0.0, 0.5], dtype=torch.float64))
     assert torch.allclose(cond.aug_level, torch.tensor([0.0, 0.025]))
     g = float(level_gamma(torch.tensor([0.025], dtype=torch.float64), training_gammas(cfg.noise))[0])
     assert torch.allclose(cond.image[0], upsample(lr[:1], cfg.data.scale)[0])

@@ -1,5 +1,6 @@
 """Tests for sr3.diffusion: eps / x0 / v conversions, the denoiser contract D(x, sigma, cond), the training loss."""
 
+import dataclasses
 import math
 
 import pytest
@@ -12,11 +13,13 @@ from sr3.diffusion import (
     Denoiser,
     diffused_image,
     diffusion_loss,
+    min_snr_weight,
     net_output,
     to_x0,
     training_target,
     undiffused_image,
 )
+from sr3.errors import SR3Error
 from sr3.noise import PerSampleNoise
 from sr3.schedules import linear_gammas, sample_sqrt_gamma, training_gammas
 
@@ -296,5 +299,53 @@ def test_residual_images_round_trip_and_need_the_upsampled_lr():
     r = diffused_image(hr, cond, residual=True)
     assert torch.allclose(r, hr - base) and torch.allclose(undiffused_image(r, cond, residual=True), hr)
     assert diffused_image(hr, Cond(), residual=False) is hr
-    with pytest.raises(ValueError, match="upsampled LR"):
+    with pytest.raises(ValueError, match="prediction from the LR"):
         diffused_image(hr, Cond(), residual=True)
+
+
+# --- capped noise levels and Min-SNR weighting ----------------------------------------------------------------
+
+
+def test_capped_loss_sees_only_levels_up_to_sigma_max_and_draws_as_many_numbers():
+    x0 = _data(64)
+    gammas = training_gammas(NoiseConfig())
+    net, rngs = Zero(), [_rng(3, x0), _rng(3, x0), _rng(3, x0)]
+    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(sigma_max=0.5), rngs[0])
+    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(), rngs[1])
+    diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(sigma_max=1e9), rngs[2])
+    (_, g_cap), (y_all, g_all), (y_huge, g_huge) = net.calls
+    sigma = lambda g: ((1 - g.double() ** 2) / g.double() ** 2).sqrt()  # noqa: E731
+    assert sigma(g_cap).max() <= 0.5 < sigma(g_all).max()
+    assert torch.equal(g_all, g_huge) and torch.equal(y_all, y_huge)  # a cap above the schedule changes nothing
+    nxt = [r.rand() for r in rngs]  # the same number of draws per generator, capped or not (exact resume)
+    assert torch.equal(nxt[0], nxt[1]) and torch.equal(nxt[1], nxt[2])
+    with pytest.raises(SR3Error, match="below the schedule's first step"):
+        diffusion_loss(net, x0, Cond(), gammas, NoiseConfig(sigma_max=1e-4), _rng(3, x0))
+
+
+def test_min_snr_weights_in_closed_form():
+    sqrt_g = torch.tensor([0.5, 0.8, 0.99], dtype=torch.float64)  # SNR = g / (1 - g): 1/3, 16/9, 0.9801/0.0199
+    snr = sqrt_g**2 / (1 - sqrt_g**2)
+    clipped = snr.clamp(max=5)
+    assert torch.allclose(min_snr_weight(sqrt_g, "x0", 5), clipped)
+    assert torch.allclose(min_snr_weight(sqrt_g, "eps", 5), torch.tensor([1, 1, 5 / snr[2]], dtype=torch.float64))
+    assert torch.allclose(min_snr_weight(sqrt_g, "v", 5), clipped / (snr + 1))
+    ends = torch.tensor([0.0, 1.0])  # gamma = 0 and 1: finite weights
+    assert torch.isfinite(min_snr_weight(ends, "eps", 5)).all() and torch.isfinite(min_snr_weight(ends, "v", 5)).all()
+
+
+@pytest.mark.parametrize("param", PARAMS)
+def test_min_snr_loss_is_min_snr_times_the_x0_error_whatever_the_target(param):
+    # an estimate x0 + delta, expressed as each parameterisation's output: with min_snr k the L2 loss is
+    # mean_b min(SNR_b, k) * mean(delta^2) for all three (the weighting is on the x0 error, Hang et al. Eq. 9)
+    gammas = linear_gammas(8, 0.05, 0.3)
+    x0 = _data()
+    delta = 0.1 * torch.randn(x0.shape, generator=torch.Generator().manual_seed(2))
+    cfg = NoiseConfig(parameterization=param, loss="l2", min_snr=2.0)
+    got = diffusion_loss(KnowsX0(x0 + delta, param), x0, Cond(), gammas, cfg, _rng(8, x0))
+    g = sample_sqrt_gamma(gammas, _rng(8, x0)) ** 2
+    expected = ((g / (1 - g)).clamp(max=2.0) * delta.double().pow(2).flatten(1).mean(1)).mean()
+    assert got.item() == pytest.approx(expected.item(), rel=1e-4)
+    unweighted = dataclasses.replace(cfg, min_snr=0.0)
+    plain = diffusion_loss(KnowsX0(x0 + delta, param), x0, Cond(), gammas, unweighted, _rng(8, x0))
+    assert plain.item() != pytest.approx(got.item(), rel=1e-2)  # the weight does something

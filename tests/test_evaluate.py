@@ -3,8 +3,9 @@ import torch
 
 from sr3.data.pairs import split_files
 from sr3.evaluate import evaluate, evaluation_pairs, same_size_batches
-from sr3.imaging import imresize
+from sr3.resize import imresize
 from sr3.metrics.scores import image_scores
+from sr3.upscaler import ModelUpscaler, UpscaleSettings
 
 from conftest import SHARED_DATA, needs_shared, photo, untrained_pipeline
 
@@ -65,11 +66,10 @@ def test_batched_evaluation_scores_as_one_by_one(tmp_path, tiny_config):
         photo("astronaut").crop((left, 0, left + 256, 256)).resize((size, size)).save(tmp_path / f"im{i}.png")
     pairs = evaluation_pairs(tmp_path, None, tiny_config.data.scale)
     assert [(first, len(run)) for first, run in same_size_batches(pairs, 2)] == [(0, 2), (2, 1), (3, 1)]
-    pipe = untrained_pipeline(tiny_config)
-    sampler = pipe.sampler_config(steps=3, sampler="ddpm")
-    one, batched = evaluate(pipe, pairs, sampler, seed=5), evaluate(pipe, pairs, sampler, seed=5, batch_size=3)
+    model = ModelUpscaler(untrained_pipeline(tiny_config), "tiny", UpscaleSettings(steps=3, sampler="ddpm"))
+    one, batched = evaluate(model, pairs, seed=5), evaluate(model, pairs, seed=5, batch_size=3)
     for a, b in zip(one["per_image"], batched["per_image"]):
         assert a["image"] == b["image"]
         assert a["psnr_y"] == pytest.approx(b["psnr_y"], abs=1e-3)
         assert a["consistency"] == pytest.approx(b["consistency"], rel=1e-3, abs=1e-9)
-    assert one["psnr_y"] != evaluate(pipe, pairs, sampler, seed=6, batch_size=3)["psnr_y"]
+    assert one["psnr_y"] != evaluate(model, pairs, seed=6, batch_size=3)["psnr_y"]

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from sr3.config import load_config
-from sr3.imaging import imresize, to_tensor
+from sr3.imaging import to_tensor
+from sr3.resize import imresize
 
 from conftest import photo, untrained_pipeline
 

@@ -1,4 +1,4 @@
-"""Tests for sr3.imaging: loading, tensor conversion, MATLAB bicubic against real SR test sets, blur, luma."""
+"""Tests for sr3.imaging and sr3.resize: loading, tensor conversion, MATLAB bicubic against real SR test sets, blur, luma."""
 
 from pathlib import Path
 
@@ -8,17 +8,9 @@ import torch
 from PIL import Image
 
 from sr3.errors import SR3Error
-from sr3.imaging import (
-    gaussian_blur,
-    gaussian_kernel1d,
-    imresize,
-    list_images,
-    load_image,
-    mod_crop,
-    rgb_to_y,
-    to_pil,
-    to_tensor,
-)
+from sr3.imaging import list_images, load_image, to_pil, to_tensor
+from sr3.metrics.psnr_ssim import rgb_to_y
+from sr3.resize import gaussian_blur, gaussian_kernel1d, imresize, mod_crop
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 needs_data = pytest.mark.skipif(not (DATA / "Set5").is_dir(), reason="shared SR test sets not present")

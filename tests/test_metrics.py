@@ -11,7 +11,9 @@ from skimage import data
 from skimage.filters import gaussian
 from skimage.metrics import structural_similarity
 
-from sr3.imaging import imresize, rgb_to_y
+from sr3.metrics.psnr_ssim import rgb_to_y
+
+from sr3.resize import imresize
 from sr3.metrics.consistency import consistency
 from sr3.metrics.psnr_ssim import psnr, ssim
 

@@ -5,11 +5,12 @@ from PIL import Image
 
 from sr3.config import load_config
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, to_tensor
+from sr3.imaging import to_tensor
+from sr3.resize import imresize, low_frequency_fix
 from sr3.imaging import to_pil as to_pil_image
 from sr3.metrics.consistency import consistency
 from sr3.device import slow_bf16_reason
-from sr3.pipeline import SR3Pipeline, low_frequency_fix
+from sr3.pipeline import SR3Pipeline
 
 from conftest import photo, untrained_pipeline
 
@@ -95,8 +96,17 @@ def test_low_frequency_fix_pulls_colours_back_to_the_input():
 def test_bad_requests(pipe):
     with pytest.raises(SR3Error, match="unknown sampler 'nope'"):
         pipe.upscale(photo().resize((16, 16)), sampler="nope")
-    with pytest.raises(SR3Error, match="too small"):
-        pipe.upscale(Image.new("RGB", (1, 5)))
+    with pytest.raises(SR3Error, match="images of one size"):
+        pipe.upscale([Image.new("RGB", (8, 8)), Image.new("RGB", (9, 8))])
+
+
+def test_an_image_of_any_size_upscales():
+    """One input policy: a valid image of any size is upscaled (padded for the network, the output cropped)."""
+    pipe = SR3Pipeline.load("natural-4x")
+    for size in [(1, 1), (1, 5), (64, 1), (3, 7)]:
+        out = pipe.upscale(Image.new("RGB", size, (200, 40, 10)))
+        assert out.size == (4 * size[0], 4 * size[1])
+        assert np.abs(np.asarray(out, float) - (200, 40, 10)).mean() < 40  # a flat colour stays near that colour
 
 
 def test_a_residual_model_adds_its_sample_to_the_upsampled_input():

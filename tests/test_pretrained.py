@@ -8,7 +8,8 @@ from sr3.cascade import Cascade, class_index
 from sr3.cli.main import main
 from sr3.errors import SR3Error
 from sr3.evaluate import image_scores
-from sr3.imaging import imresize, mod_crop, to_tensor
+from sr3.imaging import to_tensor
+from sr3.resize import imresize, mod_crop
 from sr3.pipeline import SR3Pipeline
 from sr3.pretrained import CASCADES, DEFAULT_MODEL, PRETRAINED, UPSCALING_CASCADES, pretrained_path, resolve_model
 
@@ -52,7 +53,7 @@ def test_natural_4x_beats_bicubic_on_a_photo(name):
 
 def test_photo_4x_undoes_blur_and_noise_better_than_natural_4x():
     """A real photo crop blurred and noised as a camera would, then downscaled: photo-4x restores it closer."""
-    from sr3.data.pairs import seeded_generator
+    from sr3.noise import seeded_generator
     from sr3.data.realworld import RealWorldConfig, StageConfig, degrade_real
 
     hr = to_tensor(mod_crop(photo("astronaut"), 4).crop((96, 64, 224, 192)))

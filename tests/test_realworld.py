@@ -7,9 +7,11 @@ import torch
 
 from sr3.config import DataConfig
 from sr3.data.degradations import DEGRADATIONS, bicubic
-from sr3.data.pairs import SRPairs, seeded_generator
+from sr3.data.pairs import SRPairs
+from sr3.noise import seeded_generator
 from sr3.data.realworld import KERNELS, RealWorldConfig, StageConfig, blur_kernel, degrade_real, jpeg
-from sr3.imaging import gaussian_kernel1d, imresize, to_tensor
+from sr3.imaging import to_tensor
+from sr3.resize import gaussian_kernel1d, imresize
 
 from conftest import photo
 

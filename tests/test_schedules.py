@@ -9,6 +9,7 @@ from sr3.config import NoiseConfig, SamplerConfig
 from sr3.errors import SR3Error
 from sr3.noise import PerSampleNoise
 from sr3.schedules import (
+    capped_gammas,
     cosine_gammas,
     gamma_to_sigma,
     karras_sigmas,
@@ -123,6 +124,33 @@ def test_sample_sqrt_gamma_is_seeded():
     c = sample_sqrt_gamma(gammas, PerSampleNoise(range(1, 65)))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(a[1:], c[:-1])  # one generator per sample: a draw depends on its own seed only
+
+
+def test_capped_gammas_keep_the_steps_up_to_sigma_max():
+    gammas = training_gammas(NoiseConfig())
+    sigmas = gamma_to_sigma(gammas)
+    assert capped_gammas(gammas, 0.0) is gammas  # 0: the whole schedule
+    assert torch.equal(capped_gammas(gammas, 1e9), gammas)
+    kept = capped_gammas(gammas, 0.5)
+    k = len(kept)
+    assert 1 < k < len(gammas) and torch.equal(kept, gammas[:k])
+    assert sigmas[k - 1] <= 0.5 < sigmas[k]  # the last step at most sigma_max, and no further
+    assert len(capped_gammas(gammas, float(sigmas[k]))) == k + 1  # a cap exactly on a step keeps it
+    assert len(capped_gammas(gammas, float(sigmas[0]))) == 1
+    with pytest.raises(SR3Error, match="below the schedule's first step"):
+        capped_gammas(gammas, float(sigmas[0]) * 0.99)
+
+
+def test_capped_draws_stay_below_sigma_max_and_reach_it():
+    gammas = training_gammas(NoiseConfig())
+    kept = capped_gammas(gammas, 0.5)
+    draws = sample_sqrt_gamma(kept, PerSampleNoise(range(4000)))
+    sigmas = gamma_to_sigma(draws**2)
+    top = float(gamma_to_sigma(kept[-1]))
+    assert sigmas.max() <= top <= 0.5 and sigmas.max() > 0.98 * top
+    # uncapped, most draws of this schedule are noisier than 0.5: the cap is what keeps them out
+    full = sample_sqrt_gamma(gammas, PerSampleNoise(range(4000)))
+    assert (gamma_to_sigma(full**2) > 0.5).double().mean() > 0.5
 
 
 # --- sampling grids -------------------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
-"""Tests for the size-independent network (`model.arch: sdunet`): pixel-unshuffle stem, windowed GroupNorm,
-windowed attention, and that its output at a pixel depends only on a neighbourhood, never on the image size."""
+"""Tests for the U-Net's options (`model.options`): pixel-unshuffle stem, windowed GroupNorm, windowed attention,
+each independent, and that with windows its output at a pixel depends only on a neighbourhood, never on the image
+size. (The options were once a separate `sdunet` network.)"""
 
 import dataclasses
 
@@ -9,14 +10,14 @@ import torch.nn.functional as F
 
 from sr3.config import ModelConfig, load_config
 from sr3.errors import SR3Error
-from sr3.models import build_network
+from sr3.models import build_network, network_options
 from torch import nn
 
-from sr3.models.layers import Attention, WindowGroupNorm, box_mean
+from sr3.models.layers import Attention, WindowGroupNorm, box_counts, box_mean, box_sum
+from sr3.models.unet import UNet, UNetOptions, downscale_factor
 
+WINDOWS = {"patch": 2, "norm": "window", "norm_window": 4, "attn_window": 4}
 TINY = ModelConfig(
-    arch="sdunet",
-    patch=2,
     image_size=32,
     in_channels=6,
     base_channels=16,
@@ -24,9 +25,8 @@ TINY = ModelConfig(
     num_res_blocks=1,
     attn_resolutions=[8],
     attn_head_channels=16,
-    attn_window=4,
-    norm_window=4,
     norm_groups=8,
+    options=WINDOWS,
 )
 
 
@@ -141,15 +141,58 @@ def test_output_depends_on_a_neighbourhood_only_not_on_the_image_size():
     with torch.no_grad():
         net = _net()
         torch.testing.assert_close(net(x, level)[..., :16], net(far, level)[..., :16])
-        unet = _net(arch="unet", patch=1, attn_window=0, norm_window=0, attn_resolutions=[])
+        unet = _net(options={}, attn_resolutions=[])
         assert (unet(x, level)[..., :16] - unet(far, level)[..., :16]).abs().max() > 1e-4
 
 
-def test_unet_refuses_the_sdunet_keys_and_sdunet_needs_a_norm_window():
-    with pytest.raises(SR3Error, match="sdunet"):
-        build_network(dataclasses.replace(TINY, arch="unet"))
-    with pytest.raises(SR3Error, match="norm_window"):
-        build_network(dataclasses.replace(TINY, norm_window=0))
+def test_stem_norm_and_attention_windows_are_independent_options():
+    stem = _net(options={"patch": 2})
+    assert stem.downscale_factor == 4 and isinstance(stem.norm_out, nn.GroupNorm)
+    assert stem.conv_in.in_channels == 6 * 4 and stem.mid[1].window == 0
+    norms = _net(options={"norm": "window", "norm_window": 4})
+    assert norms.downscale_factor == 2 and norms.conv_in.in_channels == 6 and isinstance(norms.norm_out, WindowGroupNorm)
+    attn = _net(options={"attn_window": 4})
+    assert attn.mid[1].window == 4 and isinstance(attn.mid[1].norm, nn.GroupNorm)
+    for net in (stem, norms, attn):
+        assert net(_randn(1, 6, 16, 24), torch.tensor([0.5])).shape == (1, 3, 16, 24)
+    assert downscale_factor(TINY) == 4 and network_options(TINY) == UNetOptions(**WINDOWS)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"patchh": 2}, r"unknown config key 'model.options.patchh'; valid keys: attn_window, norm, norm_window, patch"),
+        ({"patch": 0}, r"'model.options.patch' must be in \[1, 16\]; got 0"),
+        ({"attn_window": -1}, r"'model.options.attn_window' must be in \[0, inf\]"),
+        ({"patch": "two"}, r"'model.options.patch' must be int"),
+        ({"norm": "layer"}, "unknown model.options.norm 'layer'; choose from: group, window"),
+        ({"norm": "window"}, "norm=window needs model.options.norm_window >= 2"),
+        ({"norm_window": 8}, "norm_window is the window of norm=window, not of norm=group"),
+    ],
+)
+def test_options_are_checked_when_the_network_is_built(options, message):
+    cfg = dataclasses.replace(TINY, options=options)
+    for check in (network_options, build_network, UNet):
+        with pytest.raises(SR3Error, match=message):
+            check(cfg)
+
+
+def test_an_unknown_network_lists_the_known_ones():
+    with pytest.raises(SR3Error, match="unknown network model.arch 'sdunet'; choose from: unet"):
+        build_network(dataclasses.replace(TINY, arch="sdunet"))
+
+
+def test_box_counts_are_built_once_per_size_and_serve_training_after_inference():
+    box_counts.cache_clear()
+    x = _randn(1, 2, 7, 9)
+    with torch.inference_mode():
+        box_mean(x, 2)
+    assert box_counts.cache_info().currsize == 1
+    x.requires_grad_(True)
+    box_mean(x, 2).sum().backward()  # the count map cached under inference mode is saved for backward
+    assert box_counts.cache_info().hits == 1
+    torch.testing.assert_close(x.grad, box_sum(1 / box_counts(7, 9, 2, x.device, x.dtype), 2).expand_as(x))
+    assert torch.equal(box_counts(7, 9, 2, x.device, x.dtype), box_sum(torch.ones(7, 9), 2))
 
 
 def test_class_and_augmentation_conditioning():
@@ -165,7 +208,7 @@ def test_class_and_augmentation_conditioning():
 def test_faces_presets_build_the_efficient_network(preset):
     cfg = load_config(preset)
     net = build_network(cfg.model)
-    assert type(net).__name__ == "SpaceToDepthUNet" and net.downscale_factor == 16
+    assert isinstance(net, UNet) and isinstance(net.norm_out, WindowGroupNorm) and net.downscale_factor == 16
     assert 7.0e6 < sum(p.numel() for p in net.parameters()) < 7.7e6  # 7.34 M: float16 weights under 16 MiB
     x = F.interpolate(_randn(1, 3, 16, 16), scale_factor=8, mode="bicubic")
     assert net(torch.cat([x, x], 1), torch.tensor([0.5])).shape == (1, 3, 128, 128)

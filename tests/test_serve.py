@@ -19,7 +19,7 @@ from PIL import Image
 from sr3.errors import ImageTooLarge
 from sr3.imaging import open_image
 from sr3.serve.app import STATIC, ServeConfig, create_app
-from sr3.serve.jobs import JobQueue
+from sr3.serve.jobs import JobQueue, QueueFull
 
 from conftest import photo, tiny_weights
 
@@ -264,14 +264,14 @@ def test_an_sr_only_cascade_is_served_like_a_model_with_its_stages_in_the_png(tm
     live = LiveServer(ServeConfig(models={"c": str(tmp_path)}, default_model="c", max_output_pixels=6_144))
     try:
         (info,) = json.loads(request(live, "/api/models")[1])["models"]
-        assert info["cascade"] is True and info["scale"] == 4 and info["steps"] == 3 and info["denoise"] is False
+        assert info["takes_steps"] is False and info["scale"] == 4 and info["steps"] == 3 and info["denoise"] is False
         status, body, _ = request(live, "/api/jobs", {"model": "c", "seed": "2"}, {"file": ("cup.png", data)})
         job = finished(live, json.loads(body)["id"])
         assert job["status"] == "done" and (job["width"], job["height"]) == (96, 64)
         assert job["done_steps"] == job["total_steps"] == 3
         text = Image.open(io.BytesIO(request(live, job["result"])[1])).text
         assert [s["steps"] for s in json.loads(text["sr3:stages"])] == [1, 2] and text["sr3:seed"] == "2"
-        for fields, status, message in (({"steps": "4"}, 422, "steps its file sets"),
+        for fields, status, message in (({"steps": "4"}, 422, "each stage samples as its file says"),
                                         ({"denoise": "0.5"}, 422, "takes no denoise"),):
             got, body, _ = request(live, "/api/jobs", {"model": "c", **fields}, {"file": ("cup.png", data)})
             assert got == status and message in json.loads(body)["error"]
@@ -279,4 +279,43 @@ def test_an_sr_only_cascade_is_served_like_a_model_with_its_stages_in_the_png(tm
         got, body, _ = request(live, "/api/jobs", {"model": "c"}, {"file": ("cup.png", bigger)})
         assert got == 413, body
     finally:
+        live.close()
+
+
+def test_the_queue_is_bounded(tmp_path):
+    release = threading.Event()
+
+    def run(job, progress):
+        release.wait(10)
+        return Image.new("RGB", (4, 4)), {}
+
+    queue = JobQueue(tmp_path, run, lambda img, path, meta: img.save(path), max_waiting=2)
+    first = queue.submit("m", None, 0, b"a")
+    assert _wait(lambda: queue.get(first.id).status == "running")
+    queue.submit("m", None, 1, b"b"), queue.submit("m", None, 2, b"c")
+    with pytest.raises(QueueFull, match="2 jobs are waiting"):
+        queue.submit("m", None, 3, b"d")
+    assert len(list(tmp_path.iterdir())) == 3  # the refused upload left no file
+    release.set()
+    queue.close()
+
+
+def test_a_full_queue_answers_429_and_a_one_pixel_image_is_upscaled(monkeypatch):
+    import sr3.serve.app
+
+    release, real = threading.Event(), sr3.serve.app.Models.run
+    monkeypatch.setattr(sr3.serve.app.Models, "run", lambda self, job, progress: release.wait(30) and real(self, job, progress))
+    live = LiveServer(ServeConfig(models={"natural-4x": "natural-4x"}, max_waiting_jobs=1))
+    try:
+        data = _png_bytes(Image.new("RGB", (1, 1), (200, 30, 30)))
+        post = lambda seed: request(live, "/api/jobs", {"seed": str(seed)}, {"file": ("dot.png", data)})  # noqa: E731
+        first = json.loads(post(0)[1])["id"]
+        assert _wait(lambda: json.loads(request(live, f"/api/jobs/{first}")[1])["status"] == "running")
+        waiting, refused = post(1), post(2)
+        assert (waiting[0], refused[0]) == (202, 429) and "busy" in json.loads(refused[1])["error"]
+        release.set()
+        job = finished(live, json.loads(waiting[1])["id"])
+        assert job["status"] == "done" and (job["width"], job["height"]) == (4, 4)
+    finally:
+        release.set()
         live.close()

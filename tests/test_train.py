@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import math
 import socket
 import subprocess
 import sys
@@ -75,9 +76,9 @@ def test_training_beats_its_untrained_self(tmp_path, photo_dir):
     trainer = Trainer(cfg, photo_dir, tmp_path / "run")
     from sr3.train.validate import validation_loss
 
-    before = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
+    before = validation_loss(trainer.ema_pipeline(), trainer.val, trainer.gammas)
     trainer.fit(250, progress=False)
-    after = validation_loss(trainer.ema_pipeline().denoiser.net, trainer.val, trainer.gammas, cfg)
+    after = validation_loss(trainer.ema_pipeline(), trainer.val, trainer.gammas)
     assert after < 0.5 * before, (before, after)  # measured: 0.80 -> 0.15
 
 
@@ -154,13 +155,15 @@ def test_optimizer_is_fused_adamw_matching_the_reference_update(tiny_config):
 def test_validation_reports_what_sr3_eval_reports(tmp_path, photo_dir, tiny_config):
     from sr3.evaluate import EvalPair, evaluate
     from sr3.train.validate import sample_metrics
+    from sr3.upscaler import ModelUpscaler, UpscaleSettings
 
     trainer = Trainer(tiny_config, photo_dir, tmp_path / "run")
     trainer.fit(2, progress=False)
     pipe, val = trainer.ema_pipeline(), trainer.val
     logged, _ = sample_metrics(pipe, val, steps=3)
     pairs = [EvalPair(str(i), hr, lr) for i, (hr, lr) in enumerate(zip(val.hr, val.lr))]
-    evaluated = evaluate(pipe, pairs, pipe.sampler_config(steps=3))  # the model's own colour fix and tile, as logged
+    # the model's own colour fix and tile, as logged
+    evaluated = evaluate(ModelUpscaler(pipe, "run", UpscaleSettings(steps=3)), pairs)
     assert logged.keys() == {k for k in evaluated if k in logged} and len(logged) == 5
     for name, value in logged.items():
         assert value == pytest.approx(evaluated[name], rel=1e-9), name
@@ -170,12 +173,54 @@ def test_a_new_metric_is_one_table_entry(monkeypatch, tmp_path, photo_dir):
     from sr3.cli.eval import format_table
     from sr3.evaluate import evaluation_pairs, evaluate
     from sr3.metrics import scores
+    from sr3.upscaler import ModelUpscaler
 
     from conftest import untrained_pipeline
 
     entry = scores.Metric(lambda s: float(s.sr.mean()), "mean", ".3f", True)
     monkeypatch.setitem(scores.SR_METRICS, "mean", entry)
     pipe = untrained_pipeline(load_config("tiny", ["sampler.steps=1"]))
-    result = evaluate(pipe, evaluation_pairs(photo_dir, None, 4, limit=1))
+    result = evaluate(ModelUpscaler(pipe, "tiny"), evaluation_pairs(photo_dir, None, 4, limit=1))
     assert "mean" in result and "mean" in result["bicubic"] and "mean" in result["per_image"][0]
     assert "mean" in format_table(result).splitlines()[0]
+
+
+REFINER = ["noise.sigma_max=0.5", "noise.min_snr=5", "train.ema_rampup=0.05"]
+
+
+def test_ema_rampup_caps_the_half_life_at_a_fraction_of_the_samples_seen():
+    from sr3.train.ema import EMA
+
+    net = torch.nn.Linear(2, 2)
+    plain, ramped = EMA(net, 0.999), EMA(net, 0.999, rampup=0.05)
+    assert [plain.decay_at(n) for n in range(50)] == [min(0.999, (1 + n) / (10 + n)) for n in range(50)]
+    assert ramped.decay_at(0) == 0.0  # nothing seen yet: the average is the weights
+    for step in (1, 10, 100, 10_000, 10**6):
+        for batch in (4, 256):  # 0.5 ** (B / (r * step * B)): the samples per step cancel
+            rule = min(plain.decay_at(step), 0.5 ** (batch / (0.05 * step * batch)))
+            assert ramped.decay_at(step) == pytest.approx(rule, rel=1e-12)
+    assert ramped.decay_at(100) ** 5 == pytest.approx(0.5)  # half-life 0.05 * 100 steps
+    assert ramped.decay_at(10**6) == plain.decay_at(10**6) == 0.999  # late on, today's decay rules
+
+
+def test_refiner_options_train_and_resume_exactly(tmp_path, photo_dir, tiny_config):
+    cfg = load_config("tiny", ["train.log_every=2", "train.val_every=1000", "train.checkpoint_every=2", *REFINER])
+    assert Trainer(cfg, photo_dir, tmp_path / "straight").fit(4, progress=False).name == "step-0000004"
+    Trainer(cfg, photo_dir, tmp_path / "split").fit(2, progress=False)
+    Trainer(cfg, photo_dir, tmp_path / "split", resume=True).fit(4, progress=False)
+    Trainer(tiny_config, photo_dir, tmp_path / "plain").fit(4, progress=False)
+    (state_a, ema_a), (state_b, ema_b) = _weights(tmp_path / "straight"), _weights(tmp_path / "split")
+    assert all(torch.equal(state_a[k], state_b[k]) for k in state_a), "model/optimizer differ after resume"
+    assert all(torch.equal(ema_a[k], ema_b[k]) for k in ema_a), "EMA differs after resume"
+    state_p, ema_p = _weights(tmp_path / "plain")
+    assert not all(torch.equal(state_a[k], state_p[k]) for k in state_a)  # the options change the training
+    assert not all(torch.equal(ema_a[k], ema_p[k]) for k in ema_a)
+    records = [json.loads(line) for line in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert len(losses) == 2 and all(math.isfinite(v) for v in losses)
+
+
+def test_a_noise_cap_below_the_first_step_is_refused_before_training(tmp_path, photo_dir):
+    with pytest.raises(SR3Error, match="noise.sigma_max .* below the schedule's first step"):
+        Trainer(load_config("tiny", ["noise.sigma_max=1e-4"]), photo_dir, tmp_path / "run")
+    assert not (tmp_path / "run").exists()

@@ -9,7 +9,8 @@ A cascade is a YAML file naming its stages; each stage is a model trained on its
       - {model: base32.safetensors, steps: 50}
       - {model: sr32-64.safetensors, steps: 20, aug_level: 0.2, truncate: false}
 
-Model paths are relative to the cascade file; a shipped model may be named instead (`natural-4x`).
+Model paths are relative to the cascade file; a shipped model may be named instead (`natural-4x`). A
+single model loads as a cascade of one stage.
 `aug_level` s is the conditioning augmentation applied at
 sampling time (a fraction of T): non-truncated, the stage below finishes and its output is noised to s;
 truncated, the stage below (a base model) stops its reverse process at s and hands over z_s as it is.
@@ -20,7 +21,6 @@ truncated, the stage below (a base model) stops its reverse process at s and han
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -28,14 +28,13 @@ from pathlib import Path
 
 import torch
 import yaml
-from PIL import Image
 
 from sr3.conditioning import check_aug_level
 from sr3.config import ModelConfig, SamplerConfig, check_tile, from_dict, to_dict
-from sr3.data.pairs import mix_seed
 from sr3.errors import SR3Error
-from sr3.pipeline import SR3Pipeline, upscale_images
-from sr3.pretrained import PRETRAINED, resolve_cascade
+from sr3.noise import stage_seed
+from sr3.pipeline import SR3Pipeline
+from sr3.pretrained import PRETRAINED, is_cascade, resolve_cascade
 from sr3.schedules import equivalent_level, training_gammas
 
 
@@ -62,21 +61,26 @@ class CascadeConfig:
 
 
 def read_cascade(path: Path, overrides: Sequence[str] = ()) -> CascadeConfig:
-    """A cascade file with `STAGE.KEY=VALUE` overrides (e.g. `1.aug_level=0.2`), every key checked."""
+    """A cascade file with `STAGE.KEY=VALUE` overrides, every key checked (`with_overrides`)."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as exc:
         raise SR3Error(f"cannot read cascade {path}: {exc}".splitlines()[0]) from None
-    cfg = from_dict(CascadeConfig, data)
+    return with_overrides(from_dict(CascadeConfig, data), overrides)
+
+
+def with_overrides(cfg: CascadeConfig, overrides: Sequence[str]) -> CascadeConfig:
+    """`cfg` with `STAGE.KEY=VALUE` overrides (e.g. `1.aug_level=0.2`; STAGE `*` sets every stage), every key checked."""
     stages = [to_dict(s) for s in cfg.stages]
     for item in overrides:
         key, sep, raw = item.partition("=")
         index, _, name = key.partition(".")
-        if not sep or not index.isdigit() or not name:
+        if not sep or not (index.isdigit() or index == "*") or not name:
             raise SR3Error(f"cascade override '{item}' must look like STAGE.KEY=VALUE, e.g. 1.aug_level=0.2")
-        if int(index) >= len(stages):
+        if index != "*" and int(index) >= len(stages):
             raise SR3Error(f"cascade override '{item}': there are only {len(stages)} stages (0..{len(stages) - 1})")
-        stages[int(index)][name] = yaml.safe_load(raw)
+        for stage in stages if index == "*" else [stages[int(index)]]:
+            stage[name] = yaml.safe_load(raw)
     return from_dict(CascadeConfig, {"stages": stages, "class_titles": cfg.class_titles})
 
 
@@ -91,21 +95,16 @@ class Cascade:
     def load(
         cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = (), precision: str = "fp32"
     ) -> Cascade:
-        """A cascade file, a folder holding `cascade.yaml`, or a shipped cascade by name; `precision` as SR3Pipeline's."""
-        path = resolve_cascade(spec)
-        cfg = read_cascade(path, overrides)
-        pipelines = [SR3Pipeline.load(stage_model(path, stage.model), device, precision) for stage in cfg.stages]
-        return cls(cfg, pipelines)
-
-    @classmethod
-    def load_upscaler(
-        cls, spec: str | Path, device: str | torch.device = "cpu", overrides: Sequence[str] = (), precision: str = "fp32"
-    ) -> Cascade:
-        """`load`, refusing a cascade that starts with a base model (it generates images, it does not upscale)."""
-        cascade = cls.load(spec, device, overrides, precision)
-        if not cascade.is_upscaler:
-            raise SR3Error(f"{spec} starts with a base model: it generates images (sr3 generate), it does not upscale")
-        return cascade
+        """A cascade file, a folder holding `cascade.yaml`, a shipped cascade by name, or one model (shipped name,
+        run, checkpoint or weights file) as a cascade of one stage; `precision` as SR3Pipeline's."""
+        if is_cascade(spec):
+            path = resolve_cascade(spec)
+            cfg = read_cascade(path, overrides)
+            models = [stage_model(path, stage.model) for stage in cfg.stages]
+        else:
+            cfg = with_overrides(CascadeConfig(stages=[StageConfig(model=str(spec))]), overrides)
+            models = [spec]
+        return cls(cfg, [SR3Pipeline.load(model, device, precision) for model in models])
 
     @property
     def class_names(self) -> list[str]:
@@ -141,7 +140,7 @@ class Cascade:
         return pipe.sampler_config(stage.steps or None, stage.sampler or None, tile, stage.colour_fix)
 
     def stage_settings(self, tile: int | None = None) -> list[dict[str, object]]:
-        """What each stage samples with (model, sampler, steps, tile, colour fix, augmentation level): for metadata."""
+        """What each stage samples with (model, sampler, steps, tile, colour fix, augmentation level): for records."""
         out = []
         for k, stage in enumerate(self.cfg.stages):
             s = self.stage_sampler(k, tile)
@@ -149,19 +148,13 @@ class Cascade:
                         "colour_fix": s.colour_fix, "aug_level": stage.aug_level})
         return out
 
-    def output_metadata(self, model: str, seed: int, tile: int | None = None) -> dict[str, object]:
-        """What an upscaled PNG records: the cascade, seed, whole scale, precision and every stage's settings (JSON)."""
-        precision = self.pipelines[0].precision
-        return {"model": str(model), "scale": self.scale, "seed": seed, "precision": precision,
-                "stages": json.dumps(self.stage_settings(tile))}
-
     @torch.inference_mode()
     def super_resolve(
         self, lr: torch.Tensor, seeds: Sequence[int], progress: Callable[[int], None] | None = None, tile: int | None = None
     ) -> list[torch.Tensor]:
         """An SR-only cascade's output of every stage for a batch of LR tensors [B, C, h, w] in [-1, 1].
 
-        Stage 0 draws from `seeds`, so it matches its model alone; stage k from seeds mixed with k. Each
+        Stage k draws from `stage_seed(seed, k)`, so stage 0 matches its model alone. Each
         stage finishes and hands its output up, noised to the next stage's `aug_level` (CDM's
         conditioning augmentation, which the stage was trained to expect). `tile` overrides every stage's.
         """
@@ -169,21 +162,10 @@ class Cascade:
             raise SR3Error("this cascade starts with a base model: it generates images (sr3 generate), it does not upscale")
         x, outputs = lr, []
         for k, (stage, pipe) in enumerate(zip(self.cfg.stages, self.pipelines)):
-            stage_seeds = list(seeds) if k == 0 else [mix_seed(s, k) for s in seeds]
+            stage_seeds = [stage_seed(s, k) for s in seeds]
             x = pipe.super_resolve(x, stage_seeds, self.stage_sampler(k, tile), progress, aug_level=stage.aug_level)
             outputs.append(x)
         return outputs
-
-    def upscale(
-        self,
-        images: Image.Image | Sequence[Image.Image],
-        seed: int | Sequence[int] = 0,
-        progress: Callable[[int], None] | None = None,
-        tile: int | None = None,
-        out_scale: float | None = None,
-    ) -> Image.Image | list[Image.Image]:
-        """PIL in and out through every stage, as `SR3Pipeline.upscale` for one model."""
-        return upscale_images(images, seed, lambda lr, seeds: self.super_resolve(lr, seeds, progress, tile)[-1], out_scale)
 
     @torch.inference_mode()
     def sample(
@@ -207,7 +189,7 @@ class Cascade:
         x = base if base is not None else self.sample_base(labels, seeds, progress)
         outputs = [x]
         for k in range(1, len(pipes)):
-            stage_seeds = [mix_seed(s, k) for s in seeds]
+            stage_seeds = [stage_seed(s, k) for s in seeds]
             stage = stages[k]
             x = pipes[k].super_resolve(
                 x, stage_seeds, self.stage_sampler(k), progress, aug_level=stage.aug_level,

@@ -5,7 +5,9 @@ A checkpoint is a folder `checkpoints/step-NNNNNNN/` in a run directory holding
     train_state.safetensors  raw weights and optimiser tensors, for exact resume
     train_state.json         step and optimiser hyper-parameters
 It is written to a temporary folder and renamed into place, so a crash never leaves a half checkpoint.
-No pickle is ever loaded.
+No pickle is ever loaded. A stage that refines a regression network's prediction (`predictor.name:
+regression`) carries that network in its own weights file: its tensors under `predictor.`, its config in
+the metadata key `predictor_config`, so one file still ships.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,6 +29,27 @@ from sr3.samplers import check_fits
 
 EMA_FILE, STATE_FILE, STATE_JSON = "ema.safetensors", "train_state.safetensors", "train_state.json"
 PREFIX = "step-"
+PREDICTOR_PREFIX, PREDICTOR_META = "predictor.", "predictor_config"
+
+
+@dataclass
+class StoredModel:
+    """What a weights file holds: the config, the network's weights, the step, and the predictor network it carries."""
+
+    cfg: Config
+    weights: dict[str, torch.Tensor]
+    step: int = 0
+    predictor: StoredModel | None = None
+
+    def packed(self, dtype: torch.dtype | None = None) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+        """(tensors, metadata) of a weights file: floating tensors cast to `dtype` if given, the predictor's prefixed."""
+        cast = lambda w: {k: v.to(dtype) if dtype is not None and v.is_floating_point() else v for k, v in w.items()}  # noqa: E731
+        tensors = cast(self.weights)
+        meta = {"config": json.dumps(to_dict(self.cfg)), "step": str(self.step)}
+        if self.predictor is not None:
+            tensors |= {PREDICTOR_PREFIX + k: v for k, v in cast(self.predictor.weights).items()}
+            meta[PREDICTOR_META] = json.dumps(to_dict(self.predictor.cfg))
+        return _contiguous(tensors), meta
 
 
 def checkpoint_dir(run_dir: Path, step: int) -> Path:
@@ -49,14 +73,16 @@ def save_checkpoint(
     ema: dict[str, torch.Tensor],
     optimizer: torch.optim.Optimizer,
     keep_last: int,
+    predictor: StoredModel | None = None,
 ) -> Path:
-    """Write a full checkpoint atomically, then drop all but the newest `keep_last`."""
+    """Write a full checkpoint atomically, then drop all but the newest `keep_last`; the EMA file carries `predictor`."""
     final = checkpoint_dir(run_dir, step)
     tmp = final.with_name(final.name + f".tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    meta = {"config": json.dumps(to_dict(cfg)), "step": str(step)}
-    save_file(_contiguous(ema), tmp / EMA_FILE, metadata=meta)
+    ema_tensors, meta = StoredModel(cfg, ema, step, predictor).packed()
+    save_file(ema_tensors, tmp / EMA_FILE, metadata=meta)
+    meta = {"config": meta["config"], "step": meta["step"]}
     opt_state = optimizer.state_dict()
     tensors = {f"model.{k}": v for k, v in model.items()}
     for idx, state in opt_state["state"].items():
@@ -86,7 +112,7 @@ def load_train_state(ckpt: Path, optimizer: torch.optim.Optimizer) -> tuple[int,
             _, idx, name = key.split(".", 2)
             state.setdefault(int(idx), {})[name] = value
     optimizer.load_state_dict({"state": state, "param_groups": info["param_groups"]})
-    return int(info["step"]), model, load_file(ckpt / EMA_FILE)
+    return int(info["step"]), model, read_weights(ckpt / EMA_FILE).weights
 
 
 def resolve_weights(path: str | Path) -> Path:
@@ -104,47 +130,84 @@ def resolve_weights(path: str | Path) -> Path:
     raise SR3Error(f"model {path} not found")
 
 
-def read_weights(path: str | Path) -> tuple[Config, dict[str, torch.Tensor], int]:
-    """(config, weights, step) of a weights file written by `save_checkpoint`."""
+def read_weights(path: str | Path) -> StoredModel:
+    """The config, weights, step and carried predictor of a weights file written by `save_checkpoint` or an export."""
     file = resolve_weights(path)
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
-        weights = load_file(file)
+        tensors = load_file(file)
     except (SafetensorError, OSError) as exc:
         raise SR3Error(f"cannot read model weights {file}: {exc}") from None
     if "config" not in meta:
         raise SR3Error(f"{file} has no sr3 config in its metadata")
-    return config_from_dict(json.loads(meta["config"])), weights, int(meta.get("step", 0))
+    own = {k: v for k, v in tensors.items() if not k.startswith(PREDICTOR_PREFIX)}
+    stored = StoredModel(config_from_dict(json.loads(meta["config"])), own, int(meta.get("step", 0)))
+    if PREDICTOR_META in meta:
+        carried = {k[len(PREDICTOR_PREFIX) :]: v for k, v in tensors.items() if k.startswith(PREDICTOR_PREFIX)}
+        stored.predictor = StoredModel(config_from_dict(json.loads(meta[PREDICTOR_META])), carried)
+    return stored
+
+
+def build_stored(stored: StoredModel, where: str | Path) -> torch.nn.Module:
+    """The network of `stored` in eval mode with its weights (float32); `where` names the file in errors."""
+    net = build_network(stored.cfg.model)
+    try:
+        net.load_state_dict({k: v.float() for k, v in stored.weights.items()})
+    except RuntimeError:
+        raise SR3Error(f"{where} does not hold the EMA weights of its config's network") from None
+    return net.eval()
 
 
 def load_network(path: str | Path) -> tuple[torch.nn.Module, Config]:
     """The network in eval mode with the EMA weights of a run, checkpoint or weights file, and its config."""
-    cfg, weights, _ = read_weights(path)
-    net = build_network(cfg.model)
-    try:
-        net.load_state_dict({k: v.float() for k, v in weights.items()})
-    except RuntimeError:
-        raise SR3Error(f"{resolve_weights(path)} does not hold the EMA weights of its config's network") from None
-    return net.eval(), cfg
+    stored = read_weights(path)
+    return build_stored(stored, resolve_weights(path)), stored.cfg
+
+
+def _widens_input(name: str, source: torch.Tensor, own: torch.Tensor) -> bool:
+    """Whether `own` is the source's first convolution with more input channels, all else equal."""
+    return (
+        name == "conv_in.weight"
+        and source.ndim == own.ndim == 4
+        and source.shape[1] < own.shape[1]
+        and source.shape[:1] + source.shape[2:] == own.shape[:1] + own.shape[2:]
+    )
+
+
+def widened_input(source: torch.Tensor, channels: int) -> torch.Tensor:
+    """A first convolution's weight [out, in, k, k] with `channels` inputs: the source's in the leading inputs, zero
+    for the rest, so the network computes the source's function of its leading input channels.
+
+    A refiner's input [noisy, prediction, bicubic] then starts as the function [noisy, bicubic] had, on [noisy,
+    prediction]: the prediction takes the place of the condition. A `patch` stem folds each input channel into a
+    consecutive run of channels, so the leading runs are still the leading channels.
+    """
+    out = source.new_zeros(source.shape[0], channels, *source.shape[2:])
+    out[:, : source.shape[1]] = source
+    return out
 
 
 def init_from(net: torch.nn.Module, source: str | Path) -> list[str]:
     """Load the EMA weights of `source` into `net` wherever names and shapes agree, to fine-tune it; returns
-    the parameters `net` has beyond the source, which keep their initialisation. An augmentation-level
-    embedding new to the network starts with a zero output, so training starts from the source's function.
+    the parameters `net` has beyond the source, which keep their initialisation, and a first convolution widened
+    for more input channels (`widened_input`). An augmentation-level embedding new to the network starts with a
+    zero output, so training starts from the source's function.
     """
-    _, weights, _ = read_weights(source)
+    weights = {k: v.float() for k, v in read_weights(source).weights.items()}
     own = net.state_dict()
     unknown = sorted(set(weights) - set(own))
-    wrong = sorted(k for k in set(weights) & set(own) if weights[k].shape != own[k].shape)
+    differ = sorted(k for k in set(weights) & set(own) if weights[k].shape != own[k].shape)
+    widened = [k for k in differ if _widens_input(k, weights[k], own[k])]
+    wrong = [k for k in differ if k not in widened]
     if unknown or wrong:
         raise SR3Error(
             f"train.init {source} is not this network: {len(unknown)} of its parameters are not in the config's model "
             f"and {len(wrong)} differ in shape (e.g. {(unknown + wrong)[0]})"
         )
-    net.load_state_dict({k: v.float() for k, v in weights.items()}, strict=False)
-    new = sorted(set(own) - set(weights))
+    weights.update({k: widened_input(weights[k], own[k].shape[1]) for k in widened})
+    net.load_state_dict(weights, strict=False)
+    new = sorted((set(own) - set(weights)) | set(widened))
     if any(k.startswith("aug_embed.") for k in new):
         out = net.aug_embed.mlp[-1]
         torch.nn.init.zeros_(out.weight)
@@ -161,18 +224,17 @@ def export_weights(src: str | Path, dst: str | Path, half: bool = True, override
     bad = [o for o in overrides if not o.startswith("sampler.")]
     if bad:
         raise SR3Error(f"an export may only change the sampler settings; got {', '.join(bad)}")
-    cfg, weights, step = read_weights(src)
-    cfg = config_from_dict(to_dict(cfg), list(overrides))
-    if not cfg.noise.regression:  # a regression model always samples with `regression`, whatever it names
-        check_fits(cfg.sampler.name, regression=False)
+    stored = read_weights(src)
+    stored.cfg = config_from_dict(to_dict(stored.cfg), list(overrides))
+    if not stored.cfg.noise.regression:  # a regression model always samples with `regression`, whatever it names
+        check_fits(stored.cfg.sampler.name, regression=False)
     dst = Path(dst)
     if dst.suffix != ".safetensors":
         raise SR3Error(f"export to a .safetensors file; got {dst}")
     if not dst.parent.is_dir():
         raise SR3Error(f"cannot write {dst}: its folder does not exist")
-    dtype = torch.float16 if half else torch.float32
-    tensors = {k: v.to(dtype) if v.is_floating_point() else v for k, v in weights.items()}
+    tensors, meta = stored.packed(torch.float16 if half else torch.float32)
     tmp = dst.with_name(dst.name + f".tmp-{os.getpid()}")
-    save_file(_contiguous(tensors), tmp, metadata={"config": json.dumps(to_dict(cfg)), "step": str(step)})
+    save_file(tensors, tmp, metadata=meta)
     os.replace(tmp, dst)
     return dst

@@ -14,11 +14,10 @@ from dataclasses import dataclass, replace
 
 from PIL import Image, ImageDraw
 
-from sr3.cascade import Cascade
 from sr3.errors import SR3Error
-from sr3.imaging import resize_plane
-from sr3.pipeline import SR3Pipeline
+from sr3.resize import resize_plane
 from sr3.samplers import SAMPLERS
+from sr3.upscaler import Upscaler, UpscaleSettings
 
 PANEL = 256  # sheet width of one panel in pixels
 LABEL = 16  # height of a column's title strip
@@ -33,6 +32,10 @@ class Method:
     steps: int | None = None
     seed: int | None = None  # None: the sheet's seed
     denoise: float | str = 0.0
+
+    def settings(self, tile: int | None) -> UpscaleSettings:
+        """What the column changes of its model's sampling (a cascade takes a seed alone: `Upscaler.configured`)."""
+        return UpscaleSettings(steps=self.steps, sampler=self.sampler, tile=tile, denoise=self.denoise)
 
     @property
     def label(self) -> str:
@@ -63,21 +66,18 @@ def parse_method(spec: str) -> Method:
 
 
 def run_methods(
-    methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, load: Callable[[str], SR3Pipeline | Cascade],
-    tile: int | None = None, on_done: Callable[[], None] | None = None,
+    methods: Sequence[Method], lrs: Sequence[Image.Image], seed: int, upscalers: Sequence[Upscaler],
+    on_done: Callable[[], None] | None = None,
 ) -> list[list[Image.Image]]:
     """Every method's output of every LR image (image i sampled with seed + i, the method's seed if it has
-    one), as [method][image]. A method's model may be an SR-only cascade, sampled as its file says."""
+    one), as [method][image], each method by its upscaler (configured with the method's settings)."""
     out = []
-    for method in methods:
-        model = load(method.model)
+    for method, upscaler in zip(methods, upscalers):
         base = seed if method.seed is None else method.seed
         row = []
         for i, lr in enumerate(lrs):
-            if isinstance(model, Cascade):
-                row.append(model.upscale(lr, base + i, tile=tile))
-            else:
-                row.append(model.upscale(lr, method.steps, method.sampler, base + i, tile=tile, denoise=method.denoise))
+            [(image, _)] = upscaler.upscale([lr], [base + i])
+            row.append(image)
             if on_done:
                 on_done()
         out.append(row)
@@ -130,16 +130,9 @@ def contact_sheet(columns: Sequence[str], rows: Sequence[Sequence[Image.Image]],
     return sheet
 
 
-def check_cascade_method(method: Method) -> None:
-    """A cascade's stages are sampled as its file says: a method naming one takes a seed, nothing else."""
-    if method.sampler is not None or method.denoise:
-        raise SR3Error(f"{method.model} is a cascade: its stages' samplers and levels are set in its file; "
-                       f"give it as {method.model} or {method.model}@SEED")
-
-
-def check_same_scale(pipes: Sequence[SR3Pipeline | Cascade]) -> int:
-    """The one scale all the methods' models share, or an SR3Error naming them."""
-    scales = sorted({p.scale for p in pipes})
+def check_same_scale(upscalers: Sequence[Upscaler]) -> int:
+    """The one scale all the methods' upscalers share, or an SR3Error naming them."""
+    scales = sorted({u.scale for u in upscalers})
     if len(scales) != 1:
         raise SR3Error(f"the methods upscale by different factors ({', '.join(f'x{s}' for s in scales)}); compare one at a time")
     return scales[0]

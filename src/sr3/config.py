@@ -35,6 +35,7 @@ class ModelConfig:
 
     `in_channels` counts the noisy image plus any concatenated condition. `attn_resolutions` are
     feature-map sizes at the training resolution `image_size`; the network itself is fully convolutional.
+    `options`: the keys of `arch`'s network alone (its own dataclass in `sr3.models`, checked when it is built).
     """
 
     arch: str = "unet"
@@ -49,11 +50,9 @@ class ModelConfig:
     dropout: float = 0.0
     norm_groups: int = 32
     film: Literal["scale_shift", "additive"] = "scale_shift"
-    patch: int = 1  # sdunet: pixels per side folded into channels by the stem
-    attn_window: int = 0  # sdunet: attention within windows of this many feature pixels per side (0: global)
-    norm_window: int = 0  # sdunet: GroupNorm statistics over this many feature pixels per side around each pixel
     num_classes: int = 0
     augment_embedding: bool = False
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_sr(self) -> bool:
@@ -68,6 +67,10 @@ class NoiseConfig:
     `residual`: diffuse HR minus the upsampled LR instead of HR itself (SR stages only).
     `regression`: train the same network as a plain regression model instead (SR3's reference point): it is
     shown no noisy image and predicts x0 in one evaluation, so it needs `parameterization: x0`.
+    `sigma_max` > 0: train only on the schedule's steps up to the last whose sigma is at most this (0: all of
+    them). The residual of a good prediction is small, so a refiner needs only low noise levels (IR-SDE, SRDiff).
+    `min_snr` k > 0: weight each sample's loss by min(SNR, k) over its target's own weighting (Min-SNR-k,
+    Hang et al. 2023), so the easy low-noise levels stop dominating; 0: the plain loss.
     """
 
     schedule: Literal["linear", "cosine"] = "linear"
@@ -78,6 +81,8 @@ class NoiseConfig:
     loss: Literal["l1", "l2"] = "l1"
     residual: bool = False
     regression: bool = False
+    sigma_max: float = 0.0
+    min_snr: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,28 @@ class SamplerConfig:
     # bounded. GroupNorm statistics depend on the image size, so a model trained on small crops may also
     # sample better in tiles near its crop size than on a whole large image.
     tile: int = 128
-    # pin the output's low frequencies (its colours) to the LR input (`sr3.pipeline.low_frequency_fix`)
+    # pin the output's low frequencies (its colours) to the LR input (`sr3.resize.low_frequency_fix`)
     colour_fix: bool = True
+    # > 0: refine the prediction instead of sampling from pure noise: start at the prediction noised to this
+    # sigma and walk the grid down from it (SDEdit, CCDF); a refiner trained up to noise.sigma_max samples so
+    sigma_max: float = 0.0
+    # pull every estimate of the image onto the LR input on the way (CCDF's data consistency), not only the end
+    project: bool = False
+
+
+@dataclass(frozen=True)
+class PredictorConfig:
+    """What an SR stage refines (`sr3.predictors.PREDICTORS`): `bicubic`, SR3's upsample of the LR image, or
+    `regression`, the one-evaluation output of a trained regression network (DvSR, SRDiff: predict, then refine).
+
+    `model`: the regression network, a shipped model or a path, read when training starts; the stage's own
+    weights file then carries it, so one file still ships. `with_bicubic`: the network sees the bicubic
+    upsample beside the prediction (the residual is always taken to the prediction).
+    """
+
+    name: str = "bicubic"
+    model: str = ""
+    with_bicubic: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +163,8 @@ class TrainConfig:
     adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     grad_clip: float = 1.0
     ema_decay: float = 0.9999
+    # > 0: the EMA half-life is at most this fraction of the samples seen (EDM's ema_rampup_ratio, e.g. 0.05)
+    ema_rampup: float = 0.0
     precision: Precision = "fp32"  # mixed-precision training (bf16, fp16) or none
     seed: int = 0
     # start from these weights (a shipped model's name, a run, checkpoint or .safetensors file): fine-tuning.
@@ -161,6 +188,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     noise: NoiseConfig = field(default_factory=NoiseConfig)
     sampler: SamplerConfig = field(default_factory=SamplerConfig)
+    predictor: PredictorConfig = field(default_factory=PredictorConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
@@ -174,14 +202,14 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("model", "norm_groups"): (1, math.inf),
     ("model", "dropout"): (0, 0.99),
     ("model", "num_classes"): (0, math.inf),
-    ("model", "patch"): (1, 16),
-    ("model", "attn_window"): (0, math.inf),
-    ("model", "norm_window"): (0, math.inf),
     ("noise", "timesteps"): (1, math.inf),
     ("noise", "beta_start"): (1e-12, 0.999),
     ("noise", "beta_end"): (1e-12, 0.999),
+    ("noise", "sigma_max"): (0, math.inf),
+    ("noise", "min_snr"): (0, math.inf),
     ("sampler", "steps"): (1, math.inf),
     ("sampler", "eta"): (0, 1),
+    ("sampler", "sigma_max"): (0, math.inf),
     ("augment", "noise_max"): (0, 1),
     ("augment", "blur_prob"): (0, 1),
     ("augment", "blur_kernel"): (1, 31),
@@ -195,6 +223,7 @@ BOUNDS: dict[tuple[str, str], tuple[float, float]] = {
     ("train", "weight_decay"): (0, math.inf),
     ("train", "grad_clip"): (0, math.inf),
     ("train", "ema_decay"): (0, 1),
+    ("train", "ema_rampup"): (0, 1),
     ("train", "num_workers"): (0, 256),
     ("train", "label_dropout"): (0, 1),
     ("train", "log_every"): (1, math.inf),
@@ -212,12 +241,17 @@ def check_tile(tile: int | None, what: str = "tile") -> None:
         raise SR3Error(f"{what} must be 0 (whole images) or at least {MIN_TILE} input pixels; got {tile}")
 
 
+def check_range(key: str, value: float, low: float, high: float) -> None:
+    """Raise SR3Error unless low <= value <= high; `key` is the config key's dotted path."""
+    if not low <= value <= high:
+        raise SR3Error(f"config key '{key}' must be in [{low}, {high}]; got {value}")
+
+
 def check_bounds(cfg: Config) -> Config:
-    """Raise SR3Error for any value out of its range (zero steps, negative rates, empty lists...)."""
+    """Raise SR3Error for any value out of its range (zero steps, negative rates, empty lists...) and any
+    pair of keys that contradict each other."""
     for (section, key), (low, high) in BOUNDS.items():
-        value = getattr(getattr(cfg, section), key)
-        if not low <= value <= high:
-            raise SR3Error(f"config key '{section}.{key}' must be in [{low}, {high}]; got {value}")
+        check_range(f"{section}.{key}", getattr(getattr(cfg, section), key), low, high)
     check_tile(cfg.sampler.tile, "config key 'sampler.tile'")
     m = cfg.model
     if not m.channel_mults or min(m.channel_mults) < 1:
@@ -229,7 +263,31 @@ def check_bounds(cfg: Config) -> Config:
     lo, hi = (cfg.augment.blur_sigma + [0, 0])[:2]
     if len(cfg.augment.blur_sigma) != 2 or not 0 < lo <= hi:
         raise SR3Error(f"augment.blur_sigma must be [low, high] with 0 < low <= high; got {cfg.augment.blur_sigma}")
+    check_stage(cfg)
     return cfg
+
+
+def check_stage(cfg: Config) -> None:
+    """Raise SR3Error where the model's inputs disagree with the data and conditioning it is given.
+
+    An SR stage sees the noisy image beside its condition, the predictor's output (plus the bicubic upsample
+    with `predictor.with_bicubic`); a base model sees the noisy image alone.
+    """
+    m, data = cfg.model, cfg.data
+    sr_channels = m.out_channels + data.channels * (2 if cfg.predictor.with_bicubic else 1)
+    if m.in_channels not in (m.out_channels, sr_channels):
+        raise SR3Error(
+            f"model.in_channels must be {sr_channels} for SR (noisy image + condition) or {m.out_channels} for a"
+            f" base model; got {m.in_channels}"
+        )
+    if (m.num_classes > 0) != (data.mode == "classes"):
+        raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
+    if (cfg.noise.residual or cfg.noise.regression) and not m.is_sr:
+        raise SR3Error("noise.residual and noise.regression need an SR stage: a base model has no LR image")
+    if cfg.augment.noise_max > 0 and not m.augment_embedding:
+        raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
+    if m.is_sr and data.hr_size - 2 * data.scale < 11:
+        raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
 
 
 def to_dict(cfg: Any) -> dict[str, Any]:
@@ -265,6 +323,15 @@ def _coerce(hint: Any, value: Any, path: str) -> Any:
         if value not in options:
             raise SR3Error(f"config key '{path}' must be one of {', '.join(map(str, options))}; got {value!r}")
         return value
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise SR3Error(f"config key '{path}' must be a mapping of names to values; got {value!r}")
+        _, item = typing.get_args(hint)
+        return {k: _coerce(item, v, f"{path}.{k}") for k, v in value.items()}
+    if hint is Any:  # a free-form value (`model.options`): a YAML scalar, typed by the dataclass that reads it
+        if isinstance(value, (bool, int, float, str)):
+            return value
+        raise SR3Error(f"config key '{path}' must be a number, string or boolean; got {value!r}")
     if origin is list:
         (item,) = typing.get_args(hint)
         if not isinstance(value, (list, tuple)):
@@ -325,8 +392,13 @@ def read_config_file(path_or_preset: str) -> dict[str, Any]:
 def upgrade(data: dict[str, Any]) -> dict[str, Any]:
     """A config dict of an older sr3 in today's keys: `train.mixed_precision` (no | bf16 | fp16) became
     `train.precision` (fp32 | bf16 | fp16), and a `sampler.tile` of 0 written before `sampler.colour_fix`
-    existed was the unset default, which the command line sampled in 128-pixel tiles. Checkpoints keep
-    loading; new keys take their defaults. `key=value` overrides are in today's keys."""
+    existed was the unset default, which the command line sampled in 128-pixel tiles, and the U-Net's flat
+    `model.patch`, `model.attn_window`, `model.norm_window` and `arch: sdunet` became `model.options`
+    (`_unet_options`). Checkpoints keep loading; new keys take their defaults. `key=value` overrides are in
+    today's keys."""
+    model = data.get("model")
+    if isinstance(model, dict) and (model.keys() & FLAT_UNET_KEYS or model.get("arch") == "sdunet"):
+        data = {**data, "model": _unet_options(model)}
     sampler = data.get("sampler")
     if isinstance(sampler, dict) and "colour_fix" not in sampler and sampler.get("tile") == 0:
         data = {**data, "sampler": {**sampler, "tile": SamplerConfig.tile}}
@@ -337,6 +409,23 @@ def upgrade(data: dict[str, Any]) -> dict[str, Any]:
         train.setdefault("precision", "fp32" if old == "no" else old)
         data = {**data, "train": train}
     return data
+
+
+# The U-Net's keys that older configs kept flat in `model`, with the values that meant "not used".
+FLAT_UNET_KEYS: dict[str, int] = {"patch": 1, "attn_window": 0, "norm_window": 0}
+
+
+def _unet_options(model: dict[str, Any]) -> dict[str, Any]:
+    """An older `model` section in today's keys: the flat stem and window keys became `unet` options, and
+    `arch: sdunet` (the U-Net with a stem and window norms) became `unet` with `norm: window`."""
+    model = dict(model)
+    flat = {key: model.pop(key) for key in FLAT_UNET_KEYS if key in model}
+    options = {key: value for key, value in flat.items() if value != FLAT_UNET_KEYS[key]}
+    if model.get("arch") == "sdunet":
+        model["arch"] = "unet"
+        options.update(norm="window", norm_window=flat.get("norm_window", 0))
+    model["options"] = {**options, **model.get("options", {})}
+    return model
 
 
 def config_from_dict(data: dict[str, Any], overrides: list[str] = ()) -> Config:

@@ -15,12 +15,13 @@ from torch import nn
 from sr3.config import NoiseConfig
 from sr3.device import autocast
 from sr3.noise import PerSampleNoise
-from sr3.schedules import sample_sqrt_gamma
+from sr3.schedules import capped_gammas, sample_sqrt_gamma
 
 
 @dataclass
 class Cond:
-    """What a stage is conditioned on: SR3's upsampled low-res image, CDM's class labels and augmentation level."""
+    """What a stage is conditioned on: the prediction from the low-res image (SR3's bicubic upsample, or a
+    regression network's output, optionally followed by more channels), CDM's class labels and augmentation level."""
 
     image: torch.Tensor | None = None
     labels: torch.Tensor | None = None
@@ -28,22 +29,22 @@ class Cond:
 
 
 def diffused_image(hr: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
-    """What the forward process noises: the HR image, or its residual to the condition image (SRDiff, Li et al. 2022).
+    """What the forward process noises: the HR image, or its residual to the prediction (SRDiff, Li et al. 2022).
 
-    The residual starts every sample from bicubic quality, so a small model spends its capacity on detail. It is
-    taken to the condition as the network sees it (noised, under conditioning augmentation), so the network
-    knows what its output is added to, and a truncated stage below works as well as a finished one.
+    The residual starts every sample from the prediction's quality, so a small model spends its capacity on
+    detail. It is taken to the prediction as the network sees it (noised, under conditioning augmentation),
+    so the network knows what its output is added to, and a truncated stage below works as well as a finished one.
     """
     if not residual:
         return hr
     if cond.image is None:
-        raise ValueError("a residual model needs the upsampled LR image (Cond.image)")
-    return hr - cond.image
+        raise ValueError("a residual model needs the prediction from the LR image (Cond.image)")
+    return hr - cond.image[:, : hr.shape[1]]
 
 
 def undiffused_image(x: torch.Tensor, cond: Cond, residual: bool) -> torch.Tensor:
     """The inverse of `diffused_image`: a sample back in image space."""
-    return x + cond.image if residual else x
+    return x + cond.image[:, : x.shape[1]] if residual else x
 
 
 def _bcast(v: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,17 @@ def training_target(x0: torch.Tensor, eps: torch.Tensor, sqrt_g: torch.Tensor, p
     return x0
 
 
+def min_snr_weight(sqrt_g: torch.Tensor, parameterization: str, k: float) -> torch.Tensor:
+    """Min-SNR-k loss weight per sample (Hang et al. 2023), SNR = gamma / (1 - gamma): the x0 loss weighted by
+    min(SNR, k), written for the target the network predicts (eps: / SNR, v: / (SNR + 1), x0: as is)."""
+    g = sqrt_g.double() ** 2
+    snr = g / (1 - g)
+    if parameterization == "eps":
+        return (k / snr).clamp(max=1)  # min(SNR, k) / SNR, finite at SNR = 0 and at infinity
+    clipped = snr.clamp(max=k)
+    return clipped / (snr + 1) if parameterization == "v" else clipped
+
+
 def diffusion_loss(
     net: nn.Module,
     x0: torch.Tensor,
@@ -114,17 +126,23 @@ def diffusion_loss(
 ) -> torch.Tensor:
     """SR3's objective: E ||f(cond, y_t, gamma) - target||_p with continuous gamma (Saharia et al. Eq. 6).
 
-    Algorithm (SR3 Alg. 1): draw sqrt(gamma) continuously between neighbouring steps, noise x0 to
-    y = sqrt(gamma) x0 + sqrt(1-gamma) eps, predict the target, take the L1 or L2 distance.
+    Algorithm (SR3 Alg. 1): draw sqrt(gamma) continuously between neighbouring steps (of those up to
+    `cfg.sigma_max`), noise x0 to y = sqrt(gamma) x0 + sqrt(1-gamma) eps, predict the target, take the L1 or
+    L2 distance (per sample weighted by `min_snr_weight` with `cfg.min_snr` > 0).
     """
-    sqrt_g = sample_sqrt_gamma(gammas, rng).to(device=x0.device, dtype=torch.float32)
+    level = sample_sqrt_gamma(capped_gammas(gammas, cfg.sigma_max), rng)
+    sqrt_g = level.to(device=x0.device, dtype=torch.float32)
     eps = rng.randn(x0.shape[1:]).to(x0.device)  # one generator per sample (on the CPU: the same on every device)
     g = _bcast(sqrt_g, x0)
     y = g * x0 + (1 - g**2).sqrt() * eps
     out = net_output(net, y, sqrt_g, cond).float()
     target = training_target(x0, eps, g, cfg.parameterization)
     diff = out - target
-    return diff.abs().mean() if cfg.loss == "l1" else diff.pow(2).mean()
+    per_value = diff.abs() if cfg.loss == "l1" else diff.pow(2)
+    if cfg.min_snr <= 0:
+        return per_value.mean()
+    weight = min_snr_weight(level, cfg.parameterization, cfg.min_snr).to(per_value)
+    return (per_value.flatten(1).mean(1) * weight).mean()
 
 
 def regression_loss(net: nn.Module, x0: torch.Tensor, cond: Cond, cfg: NoiseConfig) -> torch.Tensor:

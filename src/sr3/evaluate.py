@@ -13,18 +13,16 @@ from pathlib import Path
 
 import torch
 
-from sr3.cascade import Cascade
 from sr3.conditioning import upsample
-from sr3.config import SamplerConfig
-from sr3.data.degradations import degrade, get_degradation
-from sr3.data.pairs import seeded_generator, split_files
+from sr3.data.degradations import degraded_pair, get_degradation
+from sr3.data.pairs import split_files, square_resize
 from sr3.errors import SR3Error
-from sr3.imaging import list_images, load_image, mod_crop, quantize, square_resize, to_pil, to_tensor
+from sr3.imaging import list_images, load_image, quantize, to_pil, to_tensor
 from sr3.metrics.fid import load_inception
 from sr3.metrics.perceptual import PerceptualConfig, fid_patch, reference_features, set_scores
 from sr3.metrics.scores import image_scores, mean_scores
-from sr3.pipeline import SR3Pipeline, colour_fixed
-from sr3.samplers import network_evaluations
+from sr3.noise import seeded_generator
+from sr3.upscaler import Upscaler
 
 
 @dataclass
@@ -79,35 +77,31 @@ def evaluation_pairs(
                 )
             hr = to_tensor(hr_img.crop((0, 0, w, h)))
         else:
-            hr = to_tensor(mod_crop(hr_img, scale))
-            lr = degrade(degradation, hr, scale, seeded_generator(seed, i))
+            hr, lr = degraded_pair(hr_img, scale, degradation, seeded_generator(seed, i))
         pairs.append(EvalPair(hr_path.stem, hr, lr))
     return pairs
 
 
 def model_pairs(
-    pipe: SR3Pipeline,
-    model: str,
+    upscaler: Upscaler,
     hr_dir: str | Path,
     lr_dir: str | Path | None,
     holdout: bool,
     limit: int | None,
     degradation: str | None = None,
     seed: int = 0,
-    scale: int | None = None,
 ) -> list[EvalPair]:
-    """Evaluation pairs for a model: with `holdout`, only its held-out images, resized as it was trained; LR
-    made by `degradation` (default: the model's own `data.degradation`) with per-image seeds from `seed`.
-    `scale`: another factor than the model's (a cascade's, whose last stage is `pipe`: held-out images are
-    sized as it was trained)."""
-    data = pipe.cfg.data
+    """Evaluation pairs for an upscaler at its scale: with `holdout`, only its held-out images, resized as it
+    was trained (a cascade: as its last stage was); LR made by `degradation` (default: its own
+    `data.degradation`, a cascade's first stage's) with per-image seeds from `seed`."""
+    data = upscaler.evaluation_data(holdout)
     if holdout and data.holdout <= 0:
-        raise SR3Error(f"model {model} was trained without a held-out split (data.holdout = 0)")
+        raise SR3Error(f"model {upscaler.name} was trained without a held-out split (data.holdout = 0)")
     if limit is not None and limit < 1:
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if holdout and data.mode != "crops" else None
     degradation = degradation or data.degradation
-    return evaluation_pairs(hr_dir, lr_dir, scale or pipe.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
+    return evaluation_pairs(hr_dir, lr_dir, upscaler.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
 
 
 def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int, list[EvalPair]]]:
@@ -123,119 +117,64 @@ def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int,
 
 
 def evaluate(
-    pipe: SR3Pipeline,
+    upscaler: Upscaler,
     pairs: list[EvalPair],
-    sampler: SamplerConfig | None = None,
     seed: int = 0,
     on_image: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
     batch_size: int = 1,
     perceptual: PerceptualConfig | None = None,
-    denoise: float | str = 0.0,
 ) -> dict:
-    """Score the model and bicubic on every pair; image i is sampled with seed `seed + i`.
+    """The figures of an upscaler, of bicubic, and of the prediction it refines when that is more than bicubic
+    (`prediction`), on every pair; image i is sampled with seed `seed + i`, and the result records how.
 
-    `sampler`: settings from `pipe.sampler_config` (default: the model's own, colour fix and tile included).
     `batch_size` > 1 samples consecutive pairs of the same size together (faster on a GPU); the noise of
     each image comes from its own seed, so the outputs are those of one-by-one sampling. `perceptual`
     adds ST-LPIPS per image and FID/KID and the classifier fool rates of the set (`sr3.metrics.perceptual`).
-    `denoise`: a strength or "auto", for models trained with a noise level (`SR3Pipeline.super_resolve`).
     """
-    sampler = sampler or pipe.sampler_config()
-
-    def run(lr: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        return pipe.super_resolve(lr, seeds, sampler, progress, denoise=denoise)
-
-    settings = {
-        "sampler": sampler.name,
-        "steps": sampler.steps,
-        "nfe": network_evaluations(sampler.name, sampler.steps),
-        "colour_fix": colour_fixed(sampler, denoise),
-        "denoise": denoise,
-        "tile": sampler.tile,
-        "precision": pipe.precision,
-    }
-    return score_upscaler(run, pipe.scale, pipe.device, pairs, seed, on_image, batch_size, perceptual) | settings
-
-
-def evaluate_cascade(
-    cascade: Cascade,
-    pairs: list[EvalPair],
-    seed: int = 0,
-    tile: int | None = None,
-    on_image: Callable[[str], None] | None = None,
-    progress: Callable[[int], None] | None = None,
-    batch_size: int = 1,
-    perceptual: PerceptualConfig | None = None,
-) -> dict:
-    """`evaluate` for an SR-only cascade: the last stage's output scored against HR at the chain's scale,
-    consistency against the given LR; the figures record every stage's settings (`stages`)."""
-
-    def run(lr: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        return cascade.super_resolve(lr, seeds, progress, tile)[-1]
-
-    stages = cascade.stage_settings(tile)
-    settings = {
-        "sampler": "cascade",
-        "steps": cascade.sampling_steps(),
-        "nfe": sum(network_evaluations(s["sampler"], s["steps"]) for s in stages),
-        "colour_fix": any(s["colour_fix"] for s in stages),
-        "denoise": 0.0,
-        "tile": tile,
-        "stages": stages,
-        "precision": cascade.pipelines[0].precision,
-    }
-    device = cascade.pipelines[0].device
-    return score_upscaler(run, cascade.scale, device, pairs, seed, on_image, batch_size, perceptual) | settings
-
-
-def score_upscaler(
-    run: Callable[[torch.Tensor, list[int]], torch.Tensor],
-    scale: int,
-    device: torch.device,
-    pairs: list[EvalPair],
-    seed: int,
-    on_image: Callable[[str], None] | None,
-    batch_size: int,
-    perceptual: PerceptualConfig | None,
-) -> dict:
-    """The figures of `run` (LR batch, seeds -> SR batch) and of bicubic on every pair, without the settings."""
     if batch_size < 1:
         raise SR3Error("the evaluation batch size must be at least 1")
     if perceptual and len(pairs) < 2:
         raise SR3Error(f"perceptual figures need at least 2 images (FID, and the fool rate's two halves); got {len(pairs)}")
-    wanted = perceptual is not None
-    net = load_inception(device) if wanted else None  # before sampling: a missing extra fails at once
-    model_rows, bicubic_rows, seconds = [], [], 0.0
-    kept: dict[str, list[torch.Tensor]] = {"sr": [], "bicubic": [], "hr": []}
+    scale, wanted = upscaler.scale, perceptual is not None
+    net = load_inception(upscaler.device) if wanted else None  # before sampling: a missing extra fails at once
+    rows: dict[str, list[dict]] = {"sr": [], "bicubic": [], "prediction": []}
+    kept: dict[str, list[torch.Tensor]] = {method: [] for method in (*rows, "hr")}
+    seconds = 0.0
     for first, group in same_size_batches(pairs, batch_size):
         if on_image:
             on_image(group[0].name if len(group) == 1 else f"{group[0].name}..{group[-1].name}")
-        start = time.perf_counter()
         lr = torch.stack([pair.lr for pair in group])
-        sr = run(lr, [seed + first + j for j in range(len(group))]).cpu()
+        start = time.perf_counter()
+        outputs = {"sr": upscaler.super_resolve(lr, [seed + first + j for j in range(len(group))], progress)[0].cpu()}
         seconds += time.perf_counter() - start
-        for pair, out in zip(group, sr):
-            model_rows.append({"image": pair.name, **image_scores(out, pair.hr, pair.lr, scale, wanted)})
-            bicubic = upsample(pair.lr, scale).clamp(-1, 1)
-            bicubic_rows.append({"image": pair.name, **image_scores(bicubic, pair.hr, pair.lr, scale, wanted)})
-            if wanted:  # the outputs as saved, for the set-level figures
-                kept["sr"].append(quantize(out))
-                kept["bicubic"].append(quantize(bicubic))
+        outputs["bicubic"] = [upsample(pair.lr, scale).clamp(-1, 1) for pair in group]
+        prediction = upscaler.predict(lr)
+        if prediction is not None:
+            outputs["prediction"] = prediction.cpu()
+        for j, pair in enumerate(group):
+            for method, out in outputs.items():
+                rows[method].append({"image": pair.name, **image_scores(out[j], pair.hr, pair.lr, scale, wanted)})
+                if wanted:  # the outputs as saved, for the set-level figures
+                    kept[method].append(quantize(out[j]))
+            if wanted:
                 kept["hr"].append(pair.hr)
-    sets = {"sr": {}, "bicubic": {}}
+    methods = [m for m in rows if rows[m]]
+    sets = {m: {} for m in methods}
     if wanted:
         patch = fid_patch(kept["hr"], perceptual)
         reference = reference_features(kept["hr"], patch, scale, net, perceptual.cache_dir)
-        for method in sets:
-            sets[method] = set_scores(kept[method], kept["hr"], kept["bicubic"], scale, reference, patch, net, perceptual)
+        for m in methods:
+            sets[m] = set_scores(kept[m], kept["hr"], kept["bicubic"], scale, reference, patch, net, perceptual)
+    baselines = {m: {**mean_scores(rows[m]), **sets[m], "n_images": len(pairs), "per_image": rows[m]} for m in methods[1:]}
     return {
-        **mean_scores(model_rows),
+        **mean_scores(rows["sr"]),
         **sets["sr"],
         "n_images": len(pairs),
         "scale": scale,
         "seed": seed,
         "seconds_per_image": seconds / max(1, len(pairs)),
-        "per_image": model_rows,
-        "bicubic": {**mean_scores(bicubic_rows), **sets["bicubic"], "n_images": len(pairs), "per_image": bicubic_rows},
+        "per_image": rows["sr"],
+        **baselines,
+        **upscaler.settings(),
     }

@@ -40,6 +40,32 @@ class PerSampleNoise:
         return torch.cat([torch.randint(low, high, (1,), generator=g, device=self.device) for g in self.generators])
 
 
+def mix_seed(*values: int) -> int:
+    """A 63-bit seed from several integers (splitmix-style), so nearby inputs give unrelated streams."""
+    h = 0x9E3779B97F4A7C15
+    for v in values:
+        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        h ^= h >> 31
+    return h & 0x7FFFFFFFFFFFFFFF
+
+
+def seeded_generator(*values: int) -> torch.Generator:
+    """A CPU generator seeded from a tuple of integers."""
+    return torch.Generator().manual_seed(mix_seed(*values))
+
+
+# Named streams: the value mixed in last, so that draws seeded by one (seed, index) never coincide.
+PAIR_STREAM = 1  # a training sample's crop, flip and degradation, by its sample number
+NOISE_STREAM = 2  # a training sample's noise level, noise and conditioning augmentation
+CENTRE_STREAM = 3  # a validation pair's degradation
+
+
+def stage_seed(seed: int, stage: int) -> int:
+    """The seed of an image in cascade stage `stage`: its own in stage 0, so a cascade's first stage matches its
+    model alone, and mixed with the stage above it."""
+    return seed if stage == 0 else mix_seed(seed, stage)
+
+
 def initial_noise(noise: PerSampleNoise, shape: Sequence[int], sigma_max: float) -> torch.Tensor:
     """Pure noise at the top of the grid: y_T ~ N(0, 1) in variance-preserving form, i.e. x = sqrt(1 + sigma^2) z."""
     z = noise(torch.empty(shape, device=noise.device))

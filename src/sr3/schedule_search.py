@@ -18,11 +18,12 @@ from dataclasses import dataclass, field
 from sr3.config import SamplerConfig
 from sr3.errors import SR3Error
 from sr3.evaluate import EvalPair, evaluate
-from sr3.metrics.perceptual import PerceptualConfig
-from sr3.metrics.scores import metric_names
+from sr3.metrics.perceptual import SET_METRICS, PerceptualConfig
+from sr3.metrics.scores import SR_METRICS, metric_names
 from sr3.pipeline import SR3Pipeline
 from sr3.samplers import network_evaluations, steps_for_nfe
 from sr3.schedules import gamma_to_sigma, karras_sigmas, training_gammas
+from sr3.upscaler import ModelUpscaler
 
 RHOS = (1.0, 2.0, 3.0, 5.0, 7.0, 10.0)
 TOPS = (None, 20.0, 5.0, 2.0)  # None: the training schedule's largest sigma
@@ -58,12 +59,15 @@ def candidates(pipe: SR3Pipeline, steps: int, rhos=RHOS, tops=TOPS, bottoms=BOTT
     return found
 
 
-# objective -> (the metric it reads, +1 when higher is better, whether it needs the perceptual figures)
-OBJECTIVES: dict[str, tuple[str, float, bool]] = {
-    "psnr": ("psnr_y", 1.0, False),
-    "st_lpips": ("st_lpips", -1.0, True),
-    "fid": ("fid", -1.0, True),
-}
+# objective -> the metric it reads, per image (`SR_METRICS`) or of the set (`SET_METRICS`)
+OBJECTIVES: dict[str, str] = {"psnr": "psnr_y", "st_lpips": "st_lpips", "fid": "fid"}
+
+
+def objective_facts(name: str) -> tuple[str, float, bool]:
+    """(the metric an objective reads, +1 when higher is better, whether it needs the perceptual figures)."""
+    key = OBJECTIVES[name]
+    metric = SR_METRICS.get(key) or SET_METRICS[key]
+    return key, 1.0 if metric.higher_is_better else -1.0, key in SET_METRICS or SR_METRICS[key].perceptual
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ def score(c: Candidate, reference: dict | None, objective: Objective = Objective
     if objective.max_consistency is not None and c.scores["consistency"] > objective.max_consistency:
         return -math.inf
     if reference is None:
-        key, sign, _ = OBJECTIVES[objective.name]
+        key, sign, _ = objective_facts(objective.name)
         return sign * c.scores[key]
     shortfall = max(0.0, reference["psnr_y"] - c.scores["psnr_y"])
     return -(shortfall + abs(math.log10(c.scores["consistency"] / reference["consistency"])))
@@ -112,14 +116,15 @@ def search(
     unless `colour_fix` says otherwise); best first."""
     if reference is not None and objective.name != "psnr":
         raise SR3Error("a reference run is matched on PSNR-Y and consistency; it cannot go with another objective")
-    perceptual = PerceptualConfig(fool=None) if OBJECTIVES[objective.name][2] else None
+    perceptual = PerceptualConfig(fool=None) if objective_facts(objective.name)[2] else None
     steps = steps_for_nfe(sampler, nfe)
     if network_evaluations(sampler, steps) != nfe:
         raise SR3Error(f"{sampler} cannot spend exactly {nfe} network evaluations")
     base = pipe.sampler_config(steps, sampler, colour_fix=colour_fix)
     scored = []
     for c in candidates(pipe, steps):
-        r = evaluate(pipe, list(pairs), dataclasses.replace(base, sigmas=c.sigmas), seed, perceptual=perceptual)
+        r = evaluate(ModelUpscaler(pipe, "candidate", sampler=dataclasses.replace(base, sigmas=c.sigmas)), list(pairs), seed,
+                     perceptual=perceptual)
         c.scores = {name: r[name] for name in metric_names(perceptual is not None)}
         if perceptual is not None:
             c.scores["fid"] = r["fid"]
@@ -138,5 +143,5 @@ def sampler_overrides(sampler: str, best: Candidate) -> list[str]:
 
 def reference_run(pipe: SR3Pipeline, pairs: Sequence[EvalPair], spec: SamplerConfig, seed: int = 0) -> dict:
     """The mean metrics of a reference sampler run (e.g. 1000-step ancestral) on the search images."""
-    r = evaluate(pipe, list(pairs), spec, seed)
+    r = evaluate(ModelUpscaler(pipe, "reference", sampler=spec), list(pairs), seed)
     return {**{name: r[name] for name in metric_names()}, "sampler": spec.name, "steps": spec.steps}

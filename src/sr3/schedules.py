@@ -63,6 +63,20 @@ def sample_sqrt_gamma(gammas: torch.Tensor, rng: PerSampleNoise) -> torch.Tensor
     return sqrt_g[t] + u * (sqrt_g[t - 1] - sqrt_g[t])
 
 
+def capped_gammas(gammas: torch.Tensor, sigma_max: float) -> torch.Tensor:
+    """gamma_1..gamma_k, k the last step whose sigma is at most `sigma_max` (0: the whole schedule).
+
+    The residual of a good prediction is small, so a refiner trains at low noise levels only (IR-SDE, SRDiff);
+    `sample_sqrt_gamma` on these steps still draws continuously between them, up to sigma_k.
+    """
+    if sigma_max <= 0:
+        return gammas
+    sigmas = gamma_to_sigma(gammas)
+    if sigma_max < float(sigmas[0]):
+        raise SR3Error(f"noise.sigma_max {sigma_max} is below the schedule's first step (sigma {float(sigmas[0]):.3g})")
+    return gammas[: int((sigmas <= sigma_max).sum())]  # sigma grows with t: the steps at most sigma_max lead
+
+
 def level_gamma(level: torch.Tensor, gammas: torch.Tensor) -> torch.Tensor:
     """gamma at the continuous time t = level * T of a training schedule (log-linear between steps; gamma(0) = 1)."""
     log_g = torch.cat([gammas.new_zeros(1), gammas.log()])
@@ -117,7 +131,8 @@ def sampling_sigmas(sampler: SamplerConfig, noise: NoiseConfig, stop_level: floa
     """Descending sigmas for `sampler.steps` network evaluations, ending in 0.
 
     The range always matches the training schedule's (sigma at t=T down to t=1), so the first step
-    starts from what the model saw as pure noise. An explicit `sampler.sigmas` list wins.
+    starts from what the model saw as pure noise, unless `sampler.sigma_max` > 0 starts it lower (a
+    refinement of the prediction). An explicit `sampler.sigmas` list wins.
     `stop_level` s > 0 truncates the grid: `steps` intervals end at the level s (a fraction of T) instead
     of 0, and a sampler then returns the partially denoised sample there (CDM's truncated augmentation).
     """
@@ -135,13 +150,20 @@ def sampling_sigmas(sampler: SamplerConfig, noise: NoiseConfig, stop_level: floa
         levels = torch.linspace(1.0, stop_level, sampler.steps + 1, dtype=torch.float64)
         return gamma_to_sigma(level_gamma(levels, gammas))
     if sampler.sigmas:
+        if sampler.sigma_max:
+            raise SR3Error("an explicit sampler.sigmas grid starts where it says; leave sampler.sigma_max at 0")
         sig = torch.tensor(sampler.sigmas, dtype=torch.float64)
         if (sig <= 0).any() or (sig[1:] >= sig[:-1]).any():
             raise SR3Error("sampler.sigmas must be positive and strictly decreasing")
         return torch.cat([sig, sig.new_zeros(1)])
+    sig_all = gamma_to_sigma(gammas)
+    if sampler.sigma_max:  # a refinement: the training schedule's steps up to that sigma
+        if sampler.sigma_max <= sig_all[0]:
+            raise SR3Error(f"sampler.sigma_max {sampler.sigma_max} is below the schedule's least noise ({float(sig_all[0]):.3g})")
+        gammas, sig_all = gammas[sig_all <= sampler.sigma_max], sig_all[sig_all <= sampler.sigma_max]
     if sampler.schedule == "karras":
-        sig_all = gamma_to_sigma(gammas)
-        sig = karras_sigmas(sampler.steps, sigma_min=float(sig_all[0]), sigma_max=float(sig_all[-1]))
+        top = sampler.sigma_max or float(sig_all[-1])
+        sig = karras_sigmas(sampler.steps, sigma_min=float(sig_all[0]), sigma_max=top)
     else:
         sig = _spaced(gammas, sampler.steps)
     return torch.cat([sig, sig.new_zeros(1)])

@@ -57,3 +57,11 @@ class TiledDenoiser:
                 total[..., i : i + th, j : j + tw] += x0[k] * weight
                 norm[i : i + th, j : j + tw] += weight
         return total / norm
+
+
+def tiled(denoiser, tile: int, scale: int, multiple: int, batch: int):
+    """`denoiser` over HR windows of `tile` LR pixels (rounded to the network's factor `multiple`), or itself for 0."""
+    if tile == 0:
+        return denoiser
+    tile_hr = max(multiple, tile * scale // multiple * multiple)
+    return TiledDenoiser(denoiser, tile_hr, overlap=tile_hr // 4, batch=batch)

@@ -50,7 +50,8 @@ def labelled_images(folder: str | Path) -> tuple[list[Path], list[str]]:
 
 def test_images(folder: str | Path, labels_csv: str | Path, classes: list[str]) -> tuple[list[Path], list[str]]:
     """The real test images of the known classes, by a labels CSV."""
-    from sr3.imaging import labels_from_csv, list_images
+    from sr3.imaging import list_images
+    from sr3.metrics.fid import labels_from_csv
 
     label_of = labels_from_csv(labels_csv, classes)
     files = [f for f in list_images(folder) if f.name in label_of]
@@ -63,7 +64,8 @@ def load_tensor(files: list[Path], size: tuple[int, int]):
     """Images as one [N, 3, H, W] tensor in [-1, 1], resized by MATLAB-style bicubic where their size differs."""
     import torch
 
-    from sr3.imaging import imresize, load_image, to_tensor
+    from sr3.imaging import load_image, to_tensor
+    from sr3.resize import imresize
 
     out = []
     for f in files:

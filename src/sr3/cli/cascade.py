@@ -12,8 +12,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_json
-from sr3.cli.fid import add_reference_args, load_reference
+from sr3.cli.common import add_reference_args, check_json, load_reference
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -63,9 +62,9 @@ def run(args: argparse.Namespace) -> None:
     import torch
 
     from sr3.cascade import Cascade
-    from sr3.imaging import imresize
-    from sr3.metrics.fid import fid_kid, inception_features, load_inception
     from sr3.device import resolve_device
+    from sr3.metrics.fid import fid_kid, inception_features, load_inception
+    from sr3.resize import imresize
 
     levels = parse_levels(args.levels)
     if args.num < 2 or args.batch_size < 1:

@@ -6,9 +6,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from tqdm.auto import tqdm
+
 from sr3.config import PRECISIONS
 from sr3.errors import SR3Error
 from sr3.samplers import SAMPLERS
+
+DEFAULT_CACHE = str(Path.home() / ".cache" / "sr3" / "fid")  # FID reference features
 
 
 def check_json(path: str | None) -> None:
@@ -35,6 +39,10 @@ def add_sampling_flags(p: argparse.ArgumentParser, colour_fix_help: str) -> None
         "stays bounded (default: the model's sampler.tile, 128 unless it says otherwise; 0: whole images)",
     )
     p.add_argument("--colour-fix", action=argparse.BooleanOptionalAction, default=None, help=colour_fix_help)
+    p.add_argument("--sigma-max", type=float, metavar="S",
+                   help="refiners: start from the prediction noised to this sigma (default: the model's; 0: pure noise)")
+    p.add_argument("--prediction-only", action="store_true",
+                   help="refiners: the regression prediction alone, without refinement (the PSNR end of the trade-off)")
     add_precision_flag(p)
 
 
@@ -49,11 +57,11 @@ def add_precision_flag(p: argparse.ArgumentParser) -> None:
     )
 
 
-def warn_slow_bf16(pipe) -> None:
-    """Say so when a pipeline runs bf16 on a device without bf16 kernels, where it is many times slower than fp32."""
+def warn_slow_bf16(upscaler) -> None:
+    """Say so when an upscaler runs bf16 on a device without bf16 kernels, where it is many times slower than fp32."""
     from sr3.device import slow_bf16_reason
 
-    reason = slow_bf16_reason(pipe.device) if pipe.precision == "bf16" else None
+    reason = slow_bf16_reason(upscaler.device) if upscaler.precision == "bf16" else None
     if reason:
         print(f"sr3: warning: {reason}; bf16 will run many times slower than fp32 here", file=sys.stderr)
 
@@ -79,14 +87,54 @@ def add_denoise_flag(p: argparse.ArgumentParser) -> None:
                    "each input's noise level. Stronger removes more noise and JPEG artefacts, and more fine detail")
 
 
-def load_upscaling_cascade(args: argparse.Namespace):
-    """The SR-only cascade of `--model` with its `--set` overrides, after refusing the one-model flags."""
-    from sr3.cascade import Cascade
+def load_cli_upscaler(args: argparse.Namespace, model: str | None = None, **settings):
+    """The upscaler of `--model` (or `model`) with the sampling flags and `--set` stage settings of `args`; any
+    keyword overrides one of those settings (`sr3.upscaler.UpscaleSettings`)."""
+    from sr3.config import check_tile
+    from sr3.upscaler import UpscaleSettings, load_upscaler
 
-    if args.steps is not None or args.sampler is not None or args.colour_fix is not None:
-        raise SR3Error("a cascade samples each stage as its file says; change a stage with --set, e.g. --set 1.steps=20")
-    if args.denoise:
-        raise SR3Error("--denoise is for one model; a cascade's stages take their noise level as --set STAGE.aug_level=S")
-    cascade = Cascade.load_upscaler(args.model, args.device, args.set or (), args.precision)
-    warn_slow_bf16(cascade.pipelines[0])
-    return cascade
+    check_tile(args.tile, "--tile")
+    flags = {"steps": getattr(args, "steps", None), "sampler": getattr(args, "sampler", None), "tile": args.tile,
+             "colour_fix": getattr(args, "colour_fix", None), "sigma_max": getattr(args, "sigma_max", None),
+             "denoise": getattr(args, "denoise", 0.0), "prediction_only": getattr(args, "prediction_only", False),
+             "stages": tuple(getattr(args, "set", None) or ())}
+    upscaler = load_upscaler(model or args.model, args.device, args.precision, UpscaleSettings(**(flags | settings)))
+    warn_slow_bf16(upscaler)
+    return upscaler
+
+
+def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
+    """(image, path relative to its input root) for every input file, folders searched recursively."""
+    from sr3.imaging import list_images
+
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            found += [(p, p.relative_to(path)) for p in list_images(path)]
+        elif path.is_file():
+            found.append((path, Path(path.name)))
+        else:
+            raise SR3Error(f"input {path} does not exist")
+    return found
+
+
+def add_reference_args(p: argparse.ArgumentParser) -> None:
+    """The reference-set flags shared by `sr3 fid` and `sr3 cascade sweep`."""
+    p.add_argument("--ref", required=True, help="folder of reference images (features are cached)")
+    p.add_argument("--ref-labels", help="CSV with a 'file' column and a class column, to keep only some classes")
+    p.add_argument("--ref-classes", help="comma-separated classes to keep from --ref-labels")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="reference feature cache folder")
+
+
+def load_reference(args: argparse.Namespace, net, classes: list[str] | None = None):
+    """Features of the reference images chosen by the flags of `add_reference_args`."""
+    from sr3.metrics.fid import reference_features, reference_files
+
+    if args.ref_classes:
+        classes = args.ref_classes.split(",")
+    if args.ref_labels and not classes:
+        raise SR3Error("--ref-labels needs --ref-classes (or a model with class names)")
+    files = reference_files(args.ref, args.ref_labels, classes)
+    with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
+        return reference_features(files, args.ref, net, args.cache, progress=bar.update)

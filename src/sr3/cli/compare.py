@@ -7,8 +7,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_precision_flag, check_at_least_one, warn_slow_bf16
-from sr3.config import check_tile
+from sr3.cli.common import add_precision_flag, check_at_least_one, collect_inputs, load_cli_upscaler
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -55,44 +54,31 @@ def parse_zoom(text: str) -> tuple[tuple[float, float], float]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from sr3.cli.upscale import collect_inputs
-    from sr3.conditioning import check_denoise
-    from sr3.cascade import Cascade
-    from sr3.compare import bicubic, check_cascade_method, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
-    from sr3.data.degradations import degrade
-    from sr3.data.pairs import seeded_generator
-    from sr3.imaging import load_image, mod_crop, to_pil, to_tensor
-    from sr3.pipeline import SR3Pipeline
-    from sr3.pretrained import is_cascade
+    from sr3.compare import bicubic, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
+    from sr3.data.degradations import degraded_pair
+    from sr3.imaging import load_image, to_pil
+    from sr3.noise import seeded_generator
 
     if not args.output.lower().endswith(".png"):
         raise SR3Error(f"the sheet is written as PNG: give -o NAME.png; got {args.output}")
     check_at_least_one(limit=args.limit, panel=args.panel)
-    check_tile(args.tile, "--tile")
     centre, fraction = parse_zoom(args.zoom)
     methods = [parse_method(m) for m in args.method]
     files = [path for path, _ in collect_inputs(args.inputs)][: args.limit]
     images = [load_image(f) for f in files]
-    pipes: dict[str, SR3Pipeline | Cascade] = {}
-    for m in methods:
-        if is_cascade(m.model):
-            check_cascade_method(m)
-            if m.model not in pipes:
-                pipes[m.model] = Cascade.load_upscaler(m.model, args.device, precision=args.precision)
-                warn_slow_bf16(pipes[m.model].pipelines[0])
-            continue
-        if m.model not in pipes:
-            pipes[m.model] = SR3Pipeline.load(m.model, args.device, args.precision)
-            warn_slow_bf16(pipes[m.model])
-        check_denoise(m.denoise, pipes[m.model].cfg)
-    scale = check_same_scale(list(pipes.values()))
+    loaded = {}
+    for m in methods:  # each model loads once; every column is checked before any is sampled
+        if m.model not in loaded:
+            loaded[m.model] = load_cli_upscaler(args, m.model)
+    upscalers = [loaded[m.model].configured(m.settings(args.tile)) for m in methods]
+    scale = check_same_scale(upscalers)
     if args.hr:
-        hrs = [mod_crop(im, scale) for im in images]
-        lrs = [to_pil(degrade(args.degradation, to_tensor(h), scale, seeded_generator(args.seed, i))) for i, h in enumerate(hrs)]
+        made = [degraded_pair(im, scale, args.degradation, seeded_generator(args.seed, i)) for i, im in enumerate(images)]
+        hrs, lrs = [to_pil(hr) for hr, _ in made], [to_pil(lr) for _, lr in made]
     else:
         hrs, lrs = None, images
     with tqdm(total=len(methods) * len(lrs), desc="compare", unit="image", disable=args.quiet) as bar:
-        outputs = run_methods(methods, lrs, args.seed, pipes.__getitem__, args.tile, bar.update)
+        outputs = run_methods(methods, lrs, args.seed, upscalers, bar.update)
     columns = ["LR (nearest)", "bicubic", *(m.label for m in methods)] + (["HR"] if hrs else [])
     rows = []
     for i, lr in enumerate(lrs):

@@ -9,9 +9,8 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from sr3.cli.common import (
-    add_denoise_flag, add_sampling_flags, check_at_least_one, check_json, load_upscaling_cascade, warn_slow_bf16,
+    DEFAULT_CACHE, add_denoise_flag, add_sampling_flags, check_at_least_one, check_json, load_cli_upscaler,
 )
-from sr3.config import check_tile
 from sr3.errors import SR3Error
 
 EXAMPLES = """examples:
@@ -55,18 +54,22 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(needs the FID extra: pip install 'sr3[fid]')")
     p.add_argument("--patch", type=int, default=128,
                    help="FID/KID crop side when the HR images differ in size (default 128; same-size sets use whole images)")
-    p.add_argument("--cache", default=str(Path.home() / ".cache" / "sr3" / "fid"), help="HR feature cache folder")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="HR feature cache folder")
     p.add_argument("--json", help="write all figures, per image too, to this JSON file")
     p.add_argument("--quiet", action="store_true")
 
 
+BASELINES = ("prediction", "bicubic")  # the rows `sr3.evaluate.evaluate` may add beside the model's
+
+
 def format_table(result: dict) -> str:
-    """The mean metrics of the model and bicubic as an aligned text table."""
+    """The mean metrics of the model, of the prediction it refines (if not bicubic) and of bicubic, aligned."""
     from sr3.metrics.scores import format_scores, score_header
 
-    lines = [f"{'method':<10}{score_header(result)}"]
-    for name, r in (("sr3", result), ("bicubic", result["bicubic"])):
-        lines.append(f"{name:<10}{format_scores(r)}")
+    methods = [("sr3", result)] + [(name, result[name]) for name in BASELINES if name in result]
+    lines = [f"{'method':<12}{score_header(result)}"]
+    for name, r in methods:
+        lines.append(f"{name:<12}{format_scores(r)}")
     nfe = result["nfe"]
     if "stages" in result:
         how = "; ".join(f"stage {k}: {s['sampler']} {s['steps']}" + (f" at aug_level {s['aug_level']}" if s["aug_level"] else "")
@@ -74,23 +77,31 @@ def format_table(result: dict) -> str:
         how += f" ({_count(nfe, 'network evaluation')} in all)"
     else:
         how = f"{result['sampler']} sampler, {_count(result['steps'], 'step')} ({_count(nfe, 'network evaluation')})"
+        if result.get("sigma_max"):
+            how += f" from the prediction at sigma {result['sigma_max']:g}" + (", projected" if result["project"] else "")
         how += ", colour fix" if result["colour_fix"] else ", no colour fix"
     if result["precision"] != "fp32":
         how += f", {result['precision']}"
     lines.append(f"{result['n_images']} images, {how}, {result['seconds_per_image']:.2f} s/image")
     if "fid" in result:
-        lines += ["", f"{'method':<10}{'FID':>9}{'KID':>17}{'fool rate':>22}{'fool rate, LR shown':>24}"]
-        for name, r in (("sr3", result), ("bicubic", result["bicubic"])):
-            lines.append(f"{name:<10}{r['fid']:>9.2f}{r['kid']:>9.4f} ± {r['kid_std']:.4f}{_rate(r, 'fool_rate'):>22}"
-                         f"{_rate(r, 'fool_rate_lr'):>24}")
+        lines += ["", *_set_table(methods)]
         crops = "whole images" if not result["fid_patch"] else f"{result['fid_patch']}-px crops"
         lines.append(f"FID/KID on {result['fid_n']} {crops} against the HR ones; classifier fool rate (2AFC, 50% = "
                      f"indistinguishable) on {result['fool_rate_n']} crop pairs of the odd-numbered images, 95% interval")
     return "\n".join(lines)
 
 
-def _rate(r: dict, key: str) -> str:
-    return f"{100 * r[key]:.1f}% [{100 * r[key + '_low']:.1f}, {100 * r[key + '_high']:.1f}]"
+def _set_table(methods: list[tuple[str, dict]]) -> list[str]:
+    """The set-level figures (`sr3.metrics.perceptual.SET_METRICS`) the results hold, one row per method."""
+    from sr3.metrics.perceptual import SET_METRICS
+
+    shown = {key: m for key, m in SET_METRICS.items() if key in methods[0][1]}
+    cells = [[m.show(r) for m in shown.values()] for _, r in methods]
+    widths = [max(len(m.label), *(len(row[j]) for row in cells)) + 2 for j, m in enumerate(shown.values())]
+    lines = [f"{'method':<12}" + "".join(f"{m.label:>{w}}" for m, w in zip(shown.values(), widths))]
+    for (name, _), row in zip(methods, cells):
+        lines.append(f"{name:<12}" + "".join(f"{c:>{w}}" for c, w in zip(row, widths)))
+    return lines
 
 
 def _count(n: int, noun: str) -> str:
@@ -98,64 +109,20 @@ def _count(n: int, noun: str) -> str:
 
 
 def run(args: argparse.Namespace) -> None:
+    from sr3.evaluate import evaluate, model_pairs, same_size_batches
     from sr3.metrics.perceptual import PerceptualConfig
-    from sr3.pretrained import is_cascade
 
     check_json(args.json)
-    check_tile(args.tile, "--tile")
     check_at_least_one(steps=args.steps, batch=args.batch, patch=args.patch)
     perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
-    total, score = (cascade_scorer if is_cascade(args.model) else model_scorer)(args)
-    with tqdm(total=total, unit="step", disable=args.quiet) as bar:
-        result = score(perceptual, bar)
+    upscaler = load_cli_upscaler(args)
+    if args.scale != upscaler.scale:
+        raise SR3Error(f"model {args.model} upscales x{upscaler.scale}, but --scale {args.scale} was given")
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed)
+    with tqdm(total=len(same_size_batches(pairs, args.batch)) * upscaler.steps, unit="step", disable=args.quiet) as bar:
+        result = evaluate(upscaler, pairs, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
+                          batch_size=args.batch, perceptual=perceptual)
     result["model"] = str(args.model)
     print(format_table(result))
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2))
-
-
-def model_scorer(args: argparse.Namespace):
-    """(progress total, scoring function) for one model."""
-    from sr3.conditioning import check_denoise
-    from sr3.evaluate import evaluate, model_pairs, same_size_batches
-    from sr3.pipeline import SR3Pipeline
-
-    if args.set:
-        raise SR3Error("--set STAGE.KEY=VALUE sets a cascade's stages; for one model use --steps, --sampler, --tile")
-    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    warn_slow_bf16(pipe)
-    check_denoise(args.denoise, pipe.cfg)
-    check_scale(args, pipe.scale)
-    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed)
-    sampler = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
-
-    def score(perceptual, bar):
-        return evaluate(pipe, pairs, sampler, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
-                        batch_size=args.batch, perceptual=perceptual, denoise=args.denoise)
-
-    return len(same_size_batches(pairs, args.batch)) * sampler.steps, score
-
-
-def cascade_scorer(args: argparse.Namespace):
-    """(progress total, scoring function) for an SR-only cascade: LR made by its first stage's degradation,
-    held-out images sized as its last stage was trained (every stage must hold out the same split)."""
-    from sr3.evaluate import evaluate_cascade, model_pairs, same_size_batches
-
-    cascade = load_upscaling_cascade(args)
-    check_scale(args, cascade.scale)
-    first, last = cascade.pipelines[0], cascade.pipelines[-1]
-    if args.holdout and len({p.cfg.data.holdout for p in cascade.pipelines}) > 1:
-        raise SR3Error(f"the stages of {args.model} hold out different splits (data.holdout), so --holdout has no one split")
-    pairs = model_pairs(last, args.model, args.hr, args.lr, args.holdout, args.limit,
-                        args.degradation or first.cfg.data.degradation, args.seed, cascade.scale)
-
-    def score(perceptual, bar):
-        return evaluate_cascade(cascade, pairs, args.seed, args.tile, on_image=bar.set_description,
-                                progress=lambda _: bar.update(), batch_size=args.batch, perceptual=perceptual)
-
-    return len(same_size_batches(pairs, args.batch)) * cascade.sampling_steps(), score
-
-
-def check_scale(args: argparse.Namespace, scale: int) -> None:
-    if args.scale != scale:
-        raise SR3Error(f"model {args.model} upscales x{scale}, but --scale {args.scale} was given")

@@ -8,25 +8,13 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import check_json
-from sr3.errors import SR3Error
+from sr3.cli.common import add_reference_args, check_json, load_reference
 
 EXAMPLES = """examples:
   sr3 fid samples/ --ref TinyImageNet-val/images --ref-labels TinyImageNet-val/labels.csv \\
       --ref-classes n07749582,n01641577 --json fid.json
 (needs the optional extra: pip install 'sr3[fid]')
 """
-
-DEFAULT_CACHE = str(Path.home() / ".cache" / "sr3" / "fid")
-
-
-def add_reference_args(p: argparse.ArgumentParser) -> None:
-    """The reference-set flags shared by `sr3 fid` and `sr3 cascade sweep`."""
-    p.add_argument("--ref", required=True, help="folder of reference images (features are cached)")
-    p.add_argument("--ref-labels", help="CSV with a 'file' column and a class column, to keep only some classes")
-    p.add_argument("--ref-classes", help="comma-separated classes to keep from --ref-labels")
-    p.add_argument("--cache", default=DEFAULT_CACHE, help="reference feature cache folder")
-
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -39,22 +27,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def load_reference(args: argparse.Namespace, net, classes: list[str] | None = None):
-    """Features of the reference images chosen by the flags of `add_reference_args`."""
-    from sr3.metrics.fid import reference_features, reference_files
-
-    if args.ref_classes:
-        classes = args.ref_classes.split(",")
-    if args.ref_labels and not classes:
-        raise SR3Error("--ref-labels needs --ref-classes (or a model with class names)")
-    files = reference_files(args.ref, args.ref_labels, classes)
-    with tqdm(desc="reference", unit="img", disable=args.quiet) as bar:
-        return reference_features(files, args.ref, net, args.cache, progress=bar.update)
-
-
 def run(args: argparse.Namespace) -> None:
-    from sr3.metrics.fid import fid_kid, folder_features, load_inception
     from sr3.device import resolve_device
+    from sr3.metrics.fid import fid_kid, folder_features, load_inception
 
     check_json(args.json)
     net = load_inception(resolve_device(args.device))

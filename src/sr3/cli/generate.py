@@ -43,27 +43,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def load_cascade(args: argparse.Namespace):
-    """The cascade to sample: a cascade spec, or a base model alone as a one-stage cascade."""
-    from sr3.cascade import Cascade, CascadeConfig, StageConfig, read_cascade
-    from sr3.pipeline import SR3Pipeline
-    from sr3.pretrained import is_cascade, resolve_cascade
+    """The cascade to sample (a base model alone is a cascade of one stage), with the flags as stage settings."""
+    from sr3.cascade import Cascade
 
-    every = []
-    if args.steps is not None:
-        every.append(f"steps={args.steps}")
-    if args.sampler is not None:
-        every.append(f"sampler={args.sampler}")
-    if is_cascade(args.model):
-        stages = len(read_cascade(resolve_cascade(args.model)).stages)
-        overrides = [f"{k}.{kv}" for k in range(stages) for kv in every] + list(args.set)
-        if args.guidance is not None:
-            overrides.append(f"0.guidance={args.guidance}")
-        return Cascade.load(args.model, args.device, overrides, args.precision)
-    if args.set:
-        raise SR3Error("--set changes cascade stages; this model is a single base model")
-    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    stage = StageConfig(model=str(args.model), sampler=args.sampler or "", steps=args.steps or 0, guidance=args.guidance or 0.0)
-    return Cascade(CascadeConfig(stages=[stage]), [pipe])
+    every = [f"*.{key}={value}" for key, value in (("steps", args.steps), ("sampler", args.sampler)) if value is not None]
+    guidance = [] if args.guidance is None else [f"0.guidance={args.guidance}"]
+    return Cascade.load(args.model, args.device, every + guidance + list(args.set), args.precision)
 
 
 def run(args: argparse.Namespace) -> None:

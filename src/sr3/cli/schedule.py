@@ -49,11 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     from sr3.checkpoint import export_weights
     from sr3.evaluate import model_pairs
+    from sr3.metrics.scores import format_scores, score_header
     from sr3.pipeline import SR3Pipeline
     from sr3.pretrained import resolve_model
-    from sr3.metrics.scores import format_scores, score_header
     from sr3.samplers import get_sampler, parse_sampler_spec
     from sr3.schedule_search import Objective, reference_run, sampler_overrides, search
+    from sr3.upscaler import ModelUpscaler
 
     check_json(args.json)
     check_at_least_one(nfe=args.nfe, limit=args.limit)
@@ -66,7 +67,7 @@ def run(args: argparse.Namespace) -> None:
     pipe = SR3Pipeline.load(args.model)
     if pipe.cfg.noise.regression:
         raise SR3Error(f"{args.model} is a regression model: its one evaluation has no sampling schedule to search")
-    pairs = model_pairs(pipe, args.model, args.hr, args.lr, args.holdout, args.limit)
+    pairs = model_pairs(ModelUpscaler(pipe, args.model), args.hr, args.lr, args.holdout, args.limit)
     reference = None
     if args.reference:
         name, steps = parse_sampler_spec(args.reference)

@@ -27,6 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-pixels", type=int, default=1_000_000,
                    help="largest input image accepted, in pixels (default 1000000, e.g. 1000x1000)")
     p.add_argument("--max-upload-mb", type=float, default=20, help="largest upload accepted (default 20 MB)")
+    p.add_argument("--max-waiting", type=int, default=16,
+                   help="jobs that may wait at once; one more upload is refused (HTTP 429) until some have run (default 16)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
     p.add_argument("--study", type=Path, help="serve this study file (`sr3 study create`) instead of the upscale page")
     p.add_argument("--show-seconds", type=float, default=3.0, help="study: seconds each pair is shown (default 3, as SR3)")
@@ -35,8 +37,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> None:
     if not 0 < args.port < 65536:
         raise SR3Error(f"--port must be from 1 to 65535; got {args.port}")
-    if args.max_pixels < 1 or args.max_upload_mb <= 0 or args.show_seconds <= 0:
-        raise SR3Error("--max-pixels, --max-upload-mb and --show-seconds must be positive")
+    if args.max_pixels < 1 or args.max_upload_mb <= 0 or args.show_seconds <= 0 or args.max_waiting < 1:
+        raise SR3Error("--max-pixels, --max-upload-mb, --max-waiting and --show-seconds must be positive")
     import uvicorn
 
     from sr3.serve.app import ServeConfig, create_app, offered_models
@@ -47,6 +49,7 @@ def run(args: argparse.Namespace) -> None:
         default_model=default,
         max_pixels=args.max_pixels,
         max_upload_bytes=int(args.max_upload_mb * 2**20),
+        max_waiting_jobs=args.max_waiting,
         device=args.device,
         study=args.study,
         show_seconds=args.show_seconds,

@@ -7,10 +7,9 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, load_upscaling_cascade, warn_slow_bf16
-from sr3.config import check_tile
+from sr3.cli.common import add_denoise_flag, add_sampling_flags, check_at_least_one, collect_inputs, load_cli_upscaler
 from sr3.errors import SR3Error
-from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, is_cascade
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED
 
 EXAMPLES = """examples:
   sr3 upscale photo.jpg                                  # shipped natural-4x model; writes photo_sr3.png
@@ -50,22 +49,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def collect_inputs(inputs: list[str]) -> list[tuple[Path, Path]]:
-    """(image, path relative to its input root) for every input file, folders searched recursively."""
-    from sr3.imaging import list_images
-
-    found = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            found += [(p, p.relative_to(path)) for p in list_images(path)]
-        elif path.is_file():
-            found.append((path, Path(path.name)))
-        else:
-            raise SR3Error(f"input {path} does not exist")
-    return found
-
-
 def default_output(inputs: list[str]) -> Path:
     """Beside a single input: photo.jpg -> photo_sr3.png, folder -> folder_sr3."""
     if len(inputs) != 1:
@@ -91,71 +74,34 @@ def output_paths(items: list[tuple[Path, Path]], output: Path) -> list[Path]:
     return paths
 
 
-def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int):
-    """Groups of up to `size` same-sized images, with their input index (the seed offset) and output path."""
-    from sr3.imaging import open_image
+def batches(items: list[tuple[Path, Path]], outputs: list[Path], size: int) -> list[list[tuple[int, Path, Path]]]:
+    """Groups of up to `size` same-sized images as (input index, the seed offset; input; output). Only headers
+    are read here, so an unreadable file fails before any work; each image is decoded once, in its group's turn."""
+    from sr3.imaging import image_size
 
     by_size: dict[tuple[int, int], list] = {}
     for i, ((src, _), dst) in enumerate(zip(items, outputs)):
-        image = open_image(src)
-        group = by_size.setdefault(image.size, [])
-        group.append((i, src, image, dst))
-        if len(group) == size:
-            yield by_size.pop(image.size)
-    yield from by_size.values()
+        by_size.setdefault(image_size(src), []).append((i, src, dst))
+    return [group[k : k + size] for group in by_size.values() for k in range(0, len(group), size)]
 
 
 def run(args: argparse.Namespace) -> None:
     from sr3.imaging import open_image, save_image
 
     check_at_least_one(steps=args.steps, batch_size=args.batch_size)
-    check_tile(args.tile, "--tile")
     if args.scale is not None and args.scale <= 0:
         raise SR3Error("--scale must be positive")
     items = collect_inputs(args.inputs)
     outputs = output_paths(items, Path(args.output) if args.output else default_output(args.inputs))
-    for src, _ in items:  # every input readable before the model loads and any output is written
-        open_image(src)
-    total, upscale = (cascade_upscaler if is_cascade(args.model) else model_upscaler)(args)
-    for group in batches(items, outputs, args.batch_size):
-        index, sources, images, targets = zip(*group)
+    groups = batches(items, outputs, args.batch_size)
+    upscaler = load_cli_upscaler(args)
+    for group in groups:
+        index, sources, targets = zip(*group)
+        images = [open_image(src) for src in sources]
         desc = sources[0].name if len(group) == 1 else f"{len(group)} images"
-        with tqdm(total=total, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
-            seeds = [args.seed + i for i in index]
-            results, metadata = upscale(list(images), seeds, lambda _: bar.update())
-        for src, image, dst, result, settings in zip(sources, images, targets, results, metadata):
-            save_image(result, dst, settings)
+        with tqdm(total=upscaler.steps, desc=desc, unit="step", disable=args.quiet, leave=False) as bar:
+            results = upscaler.upscale(images, [args.seed + i for i in index], lambda _: bar.update(), args.scale)
+        for src, image, dst, (result, record) in zip(sources, images, targets, results):
+            save_image(result, dst, record)
             if not args.quiet:
                 tqdm.write(f"{src} -> {dst} ({image.width}x{image.height} -> {result.width}x{result.height})")
-
-
-def model_upscaler(args: argparse.Namespace):
-    """(steps per image, upscale(images, seeds, progress) -> (results, each one's metadata)) of one model."""
-    from sr3.conditioning import check_denoise
-    from sr3.pipeline import SR3Pipeline, output_metadata
-
-    if args.set:
-        raise SR3Error("--set STAGE.KEY=VALUE sets a cascade's stages; for one model use --steps, --sampler, --tile")
-    pipe = SR3Pipeline.load(args.model, args.device, args.precision)
-    warn_slow_bf16(pipe)
-    s = pipe.sampler_config(args.steps, args.sampler, args.tile, args.colour_fix)
-    check_denoise(args.denoise, pipe.cfg)  # before any image is sampled
-
-    def upscale(images, seeds, progress):
-        strengths = pipe.denoise_for(images, args.denoise)
-        results = pipe.upscale(images, s.steps, s.name, seeds, progress, s.tile, s.colour_fix, args.scale, strengths)
-        return results, [output_metadata(str(args.model), s, seed, args.precision, d) for seed, d in zip(seeds, strengths)]
-
-    return s.steps, upscale
-
-
-def cascade_upscaler(args: argparse.Namespace):
-    """(steps per image over all stages, upscale(images, seeds, progress) -> (results, each one's metadata)) of an
-    SR-only cascade."""
-    cascade = load_upscaling_cascade(args)
-
-    def upscale(images, seeds, progress):
-        metadata = [cascade.output_metadata(args.model, seed, args.tile) for seed in seeds]
-        return cascade.upscale(images, seeds, progress, args.tile, args.scale), metadata
-
-    return cascade.sampling_steps(), upscale

@@ -10,10 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from PIL import Image
 
 from sr3.data.realworld import PHOTO, degrade_real
 from sr3.errors import SR3Error
-from sr3.imaging import imresize, quantize
+from sr3.imaging import quantize, to_tensor
+from sr3.resize import imresize, mod_crop
 
 Degradation = Callable[[torch.Tensor, int, torch.Generator], torch.Tensor]
 
@@ -50,3 +52,9 @@ def get_degradation(name: str) -> Degradation:
 def degrade(name: str, hr: torch.Tensor, scale: int, generator: torch.Generator) -> torch.Tensor:
     """The LR image of `hr` under degradation `name`."""
     return get_degradation(name)(hr, scale, generator)
+
+
+def degraded_pair(hr: Image.Image, scale: int, name: str, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """(HR, LR) tensors of an HR image: cropped to a multiple of `scale` (SR sets' "GTmod"), then degraded."""
+    hr_tensor = to_tensor(mod_crop(hr, scale))
+    return hr_tensor, degrade(name, hr_tensor, scale, generator)

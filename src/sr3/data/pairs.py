@@ -19,21 +19,9 @@ from torch.utils.data import Dataset
 from sr3.config import DataConfig
 from sr3.data.degradations import degrade, get_degradation
 from sr3.errors import SR3Error
-from sr3.imaging import list_images, load_image, square_resize, to_tensor
-
-
-def mix_seed(*values: int) -> int:
-    """A 63-bit seed from several integers (splitmix-style), so nearby inputs give unrelated streams."""
-    h = 0x9E3779B97F4A7C15
-    for v in values:
-        h = (h ^ (int(v) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
-        h ^= h >> 31
-    return h & 0x7FFFFFFFFFFFFFFF
-
-
-def seeded_generator(*values: int) -> torch.Generator:
-    """A CPU generator seeded from a tuple of integers."""
-    return torch.Generator().manual_seed(mix_seed(*values))
+from sr3.imaging import list_images, load_image, to_tensor
+from sr3.noise import CENTRE_STREAM, PAIR_STREAM, seeded_generator
+from sr3.resize import imresize
 
 
 def in_holdout(path: Path, fraction: float) -> bool:
@@ -102,7 +90,7 @@ class SRPairs(Dataset):
         return int(self._perm[1][pos])
 
     def __getitem__(self, n: int) -> dict[str, torch.Tensor]:
-        gen = seeded_generator(self.seed, n, 1)
+        gen = seeded_generator(self.seed, n, PAIR_STREAM)
         index = self.image_index(n)
         img = self._image(index)
         hr = self._crop(img, gen) if self.cfg.mode == "crops" else self._whole(img)
@@ -126,7 +114,7 @@ class SRPairs(Dataset):
 
     def centre_pair(self, i: int) -> dict[str, torch.Tensor]:
         """A fixed pair of image i (centre crop or whole image, no flip), for validation."""
-        gen = seeded_generator(self.seed, i, 3)
+        gen = seeded_generator(self.seed, i, CENTRE_STREAM)
         img = self._image(i)
         if self.cfg.mode != "crops":
             hr = self._whole(img)
@@ -184,3 +172,11 @@ class GlobalBatches:
             base = (micro * self.world + self.rank) * self.batch
             yield list(range(base, base + self.batch))
             micro += 1
+
+
+def square_resize(img: Image.Image, size: int) -> torch.Tensor:
+    """An image centre-cropped to a square and resized to size x size by MATLAB-style bicubic (aligned faces)."""
+    side = min(img.size)
+    left, top = (img.width - side) // 2, (img.height - side) // 2
+    square = to_tensor(img.crop((left, top, left + side, top + side)))
+    return square if side == size else imresize(square, size=(size, size)).clamp(-1, 1)

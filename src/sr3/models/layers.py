@@ -6,6 +6,7 @@ that pool statistics over the whole image (GroupNorm) and networks that must not
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -41,16 +42,26 @@ def group_norm(channels: int, groups: int) -> nn.GroupNorm:
     return nn.GroupNorm(math.gcd(groups, channels), channels, eps=1e-6)
 
 
+def box_sum(x: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sum of x [..., H, W] over the (2 radius + 1)^2 square around each position, clipped to the image,
+    in O(HW) by integral images."""
+    k = 2 * radius + 1
+    c = F.pad(x, (radius + 1, radius, radius + 1, radius)).cumsum(-1).cumsum(-2)
+    return c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]
+
+
+@functools.lru_cache(maxsize=32)
+def box_counts(h: int, w: int, radius: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """How many pixels of an H x W image each clipped square of `box_sum` holds: the same for every call
+    at one size, so it is built once (outside inference mode, so training may save it for backward)."""
+    with torch.inference_mode(False):
+        return box_sum(torch.ones(h, w, device=device, dtype=dtype), radius)
+
+
 def box_mean(x: torch.Tensor, radius: int) -> torch.Tensor:
     """Mean of x [..., H, W] over the (2 radius + 1)^2 square around each position, clipped to the image
-    (an average of the pixels inside it), in O(HW) by integral images."""
-    k = 2 * radius + 1
-
-    def box_sum(t):
-        c = F.pad(t, (radius + 1, radius, radius + 1, radius)).cumsum(-1).cumsum(-2)
-        return c[..., k:, k:] - c[..., :-k, k:] - c[..., k:, :-k] + c[..., :-k, :-k]
-
-    return box_sum(x) / box_sum(x.new_ones(x.shape[-2:]))
+    (an average of the pixels inside it)."""
+    return box_sum(x, radius) / box_counts(*x.shape[-2:], radius, x.device, x.dtype)
 
 
 class WindowGroupNorm(nn.Module):
@@ -80,6 +91,13 @@ class WindowGroupNorm(nn.Module):
             var = (box_mean(xg.square().mean(2), self.radius)[:, :, None] - mean.square()).clamp(min=0)
         y = ((xg - mean) * (var + self.eps).rsqrt()).reshape(b, c, h, w).to(x.dtype)
         return y * self.weight[:, None, None] + self.bias[:, None, None]
+
+
+# Normalisations by name (`model.options.norm`): factory(channels, groups, window) -> nn.Module.
+NORMS: dict[str, Callable[[int, int, int], nn.Module]] = {
+    "group": lambda channels, groups, window: group_norm(channels, groups),  # SR3's: statistics of the whole map
+    "window": WindowGroupNorm,  # statistics of each pixel's `window`-wide neighbourhood: size-independent
+}
 
 
 class ResBlock(nn.Module):

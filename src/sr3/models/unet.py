@@ -2,42 +2,80 @@
 
 DDPM layout with BigGAN residual blocks (Saharia et al. 2021, Sec. 2.2): `num_res_blocks` blocks per
 level on the way down, one more on the way up, self-attention at the chosen feature resolutions.
-The network never sees t, only the continuous noise level sqrt(gamma). Two designs share this body:
-
-- `UNet`: SR3's, full resolution from the first level, GroupNorm;
-- `SpaceToDepthUNet`: a pixel-unshuffle stem so the first level runs at 1/patch of the output size with
-  wide channels (Hoogeboom et al.'s simple diffusion), `WindowGroupNorm` and optionally windowed
-  attention, so nothing depends on the image size: a model trained on crops samples any size as it trained.
+The network never sees t, only the continuous noise level sqrt(gamma). Its options (`UNetOptions`) are
+independent: by default it is SR3's (full resolution from the first level, GroupNorm, global attention);
+a pixel-unshuffle stem runs the first level at 1/patch of the output size with wide channels (Hoogeboom
+et al.'s simple diffusion); window norms and windowed attention make nothing depend on the image size, so
+a model trained on crops samples any size as it trained.
 """
 
 from __future__ import annotations
+
+import math
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from sr3.config import ModelConfig
+from sr3.config import ModelConfig, check_range, from_dict
 from sr3.errors import SR3Error
-from sr3.models.layers import Attention, Downsample, LevelEmbedding, Norm, ResBlock, Upsample, WindowGroupNorm, group_norm
+from sr3.models.layers import NORMS, Attention, Downsample, LevelEmbedding, ResBlock, Upsample
+
+
+@dataclass(frozen=True)
+class UNetOptions:
+    """`model.options` of `unet`: the stem, the normalisation and the attention windows, each independent.
+
+    `patch`: pixels per side the stem folds into channels (1: none); `attn_resolutions` then count
+    feature-map sizes after the stem. `norm`: a name in `sr3.models.layers.NORMS`; `norm_window`: the feature
+    pixels per side a `window` norm pools over. `attn_window`: attention within windows of this many
+    feature pixels per side (0: global).
+    """
+
+    patch: int = 1
+    norm: str = "group"
+    norm_window: int = 0
+    attn_window: int = 0
+
+    def __post_init__(self):
+        for key, (low, high) in OPTION_BOUNDS.items():
+            check_range(f"model.options.{key}", getattr(self, key), low, high)
+        if self.norm not in NORMS:
+            raise SR3Error(f"unknown model.options.norm '{self.norm}'; choose from: {', '.join(NORMS)}")
+        if self.norm == "window" and self.norm_window < 2:
+            raise SR3Error("model.options.norm=window needs model.options.norm_window >= 2: the feature pixels it pools over")
+        if self.norm != "window" and self.norm_window:
+            raise SR3Error(f"model.options.norm_window is the window of norm=window, not of norm={self.norm}")
+
+
+# Bounds of `UNetOptions`' numbers, inclusive.
+OPTION_BOUNDS: dict[str, tuple[float, float]] = {"patch": (1, 16), "norm_window": (0, math.inf), "attn_window": (0, math.inf)}
+
+
+def unet_options(cfg: ModelConfig) -> UNetOptions:
+    """The checked `UNetOptions` of `cfg.options`."""
+    return from_dict(UNetOptions, cfg.options, "model.options")
 
 
 def downscale_factor(cfg: ModelConfig) -> int:
     """What H and W must be multiples of: the stem's patch times one halving per level below the first."""
-    return cfg.patch * 2 ** (len(cfg.channel_mults) - 1)
+    return unet_options(cfg).patch * 2 ** (len(cfg.channel_mults) - 1)
 
 
-class UNetBody(nn.Module):
+class UNet(nn.Module):
     """net(x, sqrt_gamma, labels=None, aug_level=None) -> prediction with `out_channels` channels.
 
     x holds the noisy image with any condition concatenated on channels ([B, in_channels, H, W]);
-    H and W must be multiples of `downscale_factor`. `patch` > 1 folds patch x patch pixels into channels
-    before the first level and unfolds the output; `window` > 0 makes attention windowed.
+    H and W must be multiples of `downscale_factor`. A `patch` > 1 stem folds patch x patch pixels into
+    channels before the first level and unfolds the output.
     """
 
-    def __init__(self, cfg: ModelConfig, norm: Norm, patch: int = 1, window: int = 0):
+    def __init__(self, cfg: ModelConfig):
         super().__init__()
         self.cfg = cfg
-        ch, emb_dim = cfg.base_channels, 4 * cfg.base_channels
+        opts = unet_options(cfg)
+        ch, emb_dim, patch = cfg.base_channels, 4 * cfg.base_channels, opts.patch
         self.patch = patch
         self.downscale_factor = downscale_factor(cfg)
         self.noise_embed = LevelEmbedding(ch, emb_dim)
@@ -45,8 +83,9 @@ class UNetBody(nn.Module):
         self.class_embed = nn.Embedding(cfg.num_classes + 1, emb_dim) if cfg.num_classes else None
         self.aug_embed = LevelEmbedding(ch, emb_dim) if cfg.augment_embedding else None
 
+        norm = lambda c: NORMS[opts.norm](c, cfg.norm_groups, opts.norm_window)  # noqa: E731
         block = lambda c_in, c_out: ResBlock(c_in, c_out, emb_dim, cfg.dropout, norm, cfg.film)  # noqa: E731
-        attn = lambda c: Attention(c, cfg.attn_head_channels, norm, window)  # noqa: E731
+        attn = lambda c: Attention(c, cfg.attn_head_channels, norm, opts.attn_window)  # noqa: E731
 
         self.conv_in = nn.Conv2d(cfg.in_channels * patch**2, ch, 3, padding=1)
         self.down = nn.ModuleList()
@@ -111,30 +150,6 @@ class UNetBody(nn.Module):
                 h = torch.cat([h, hs.pop()], dim=1)
             h = _apply(layers, h, emb)
         return F.pixel_shuffle(self.conv_out(F.silu(self.norm_out(h))), self.patch)
-
-
-class UNet(UNetBody):
-    """SR3's U-Net: full-resolution first level, GroupNorm of `norm_groups` groups, global attention."""
-
-    def __init__(self, cfg: ModelConfig):
-        if cfg.patch != 1 or cfg.attn_window or cfg.norm_window:
-            raise SR3Error("model.patch, model.attn_window and model.norm_window belong to model.arch=sdunet, not unet")
-        super().__init__(cfg, lambda c: group_norm(c, cfg.norm_groups))
-
-
-class SpaceToDepthUNet(UNetBody):
-    """The U-Net on a `model.patch` pixel-unshuffle stem, GroupNorm over `model.norm_window` neighbourhoods and
-    `model.attn_window` attention.
-
-    At patch 2 the first level has a quarter of the pixels, so the same FLOPs buy four times the width
-    there; `attn_resolutions` count feature-map sizes after the stem (128 px at patch 2: 64 is level one).
-    """
-
-    def __init__(self, cfg: ModelConfig):
-        if cfg.norm_window < 2:
-            raise SR3Error("model.arch=sdunet needs model.norm_window >= 2: the feature pixels its norms pool over")
-        norm = lambda c: WindowGroupNorm(c, cfg.norm_groups, cfg.norm_window)  # noqa: E731
-        super().__init__(cfg, norm, patch=cfg.patch, window=cfg.attn_window)
 
 
 def _apply(layers: nn.ModuleList, h: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:

@@ -25,13 +25,11 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from sr3 import study
-from sr3.cascade import Cascade
-from sr3.conditioning import check_denoise, takes_denoise
 from sr3.errors import ImageTooLarge, SR3Error
 from sr3.imaging import open_image, save_image
-from sr3.pipeline import SR3Pipeline, output_metadata
-from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, UPSCALING_CASCADES, is_cascade, resolve_model
-from sr3.serve.jobs import Job, JobQueue
+from sr3.pretrained import DEFAULT_MODEL, PRETRAINED, UPSCALING_CASCADES
+from sr3.serve.jobs import Job, JobQueue, QueueFull
+from sr3.upscaler import Upscaler, UpscaleSettings, load_upscaler
 
 STATIC = Path(str(resources.files("sr3") / "serve" / "static"))
 MAX_STEPS = 1000
@@ -46,6 +44,7 @@ class ServeConfig:
     max_pixels: int = 1_000_000  # input pixels per upload
     max_output_pixels: int = 16_000_000  # output pixels per job: a 16x cascade takes inputs of a 16th of a 4x model's
     max_upload_bytes: int = 20 * 2**20
+    max_waiting_jobs: int = 16  # one more upload is refused with 429 until some have run
     device: str = "cpu"
     study: Path | None = None
     show_seconds: float = 3.0  # how long a study pair stays on screen
@@ -58,10 +57,7 @@ def offered_models(model: str) -> tuple[dict[str, str], str]:
     models |= {name: name for name in UPSCALING_CASCADES}
     if model in models:
         return models, model
-    if is_cascade(model):  # a path that is no model fails at start
-        Cascade.load_upscaler(model)
-    else:
-        resolve_model(model)
+    load_upscaler(model)  # a path that is no upscaler fails at start
     models[Path(model).name] = model
     return models, Path(model).name
 
@@ -75,39 +71,38 @@ class ApiError(Exception):
 
 
 class Models:
-    """Pipelines and cascades loaded on first use and kept (the shipped ones are a few MB each)."""
+    """Upscalers loaded on first use and kept (the shipped ones are a few MB each)."""
 
     def __init__(self, cfg: ServeConfig):
         self.cfg = cfg
-        self._pipes: dict[str, SR3Pipeline | Cascade] = {}
+        self._loaded: dict[str, Upscaler] = {}
         self._lock = threading.Lock()
 
     def check(self, name: str) -> None:
         if name not in self.cfg.models:
             raise ApiError(422, f"unknown model '{name[:40]}'; this server offers: {', '.join(self.cfg.models)}")
 
-    def get(self, name: str) -> SR3Pipeline | Cascade:
+    def get(self, name: str) -> Upscaler:
         self.check(name)
         with self._lock:
-            if name not in self._pipes:
-                path = self.cfg.models[name]
-                loader = Cascade.load if is_cascade(path) else SR3Pipeline.load
-                self._pipes[name] = loader(path, self.cfg.device)
-            return self._pipes[name]
+            if name not in self._loaded:
+                self._loaded[name] = load_upscaler(self.cfg.models[name], self.cfg.device)
+            return self._loaded[name]
+
+    def configured(self, name: str, steps: int | None, denoise: float | str) -> Upscaler:
+        """The upscaler `name` with a job's settings, or the ApiError (422) that says why it takes none such."""
+        try:
+            return self.get(name).configured(UpscaleSettings(steps=steps, denoise=denoise))
+        except SR3Error as exc:
+            raise ApiError(422, str(exc)) from None
 
     def describe(self) -> list[dict]:
         out = []
         for name in self.cfg.models:
-            model = self.get(name)
+            up = self.get(name)
             description = PRETRAINED.get(name) or UPSCALING_CASCADES.get(name) or self.cfg.models[name]
-            if isinstance(model, Cascade):
-                how = {"sampler": " + ".join(s["sampler"] for s in model.stage_settings()), "steps": model.sampling_steps(),
-                       "denoise": False, "cascade": True}
-            else:
-                sampler = model.sampler_config()
-                how = {"sampler": sampler.name, "steps": sampler.steps, "denoise": takes_denoise(model.cfg), "cascade": False}
-            out.append({"name": name, "description": description, "scale": model.scale,
-                        "default": name == self.cfg.default_model, **how})
+            out.append({"name": name, "description": description, "default": name == self.cfg.default_model,
+                        **up.describe()})
         return out
 
     def max_pixels(self, name: str) -> int:
@@ -115,20 +110,9 @@ class Models:
         return min(self.cfg.max_pixels, self.cfg.max_output_pixels // self.get(name).scale ** 2)
 
     def run(self, job: Job, progress) -> tuple[Image.Image, dict]:
-        model = self.get(job.model)
-        if isinstance(model, Cascade):
-            return self._run_cascade(model, job, progress)
-        sampler = model.sampler_config(job.steps)
-        image = open_image(job.input_path)
-        (strength,) = model.denoise_for([image], job.denoise)
-        result = model.upscale(image, sampler.steps, sampler.name, job.seed, _counter(progress, sampler.steps),
-                               sampler.tile, sampler.colour_fix, denoise=strength)
-        return result, output_metadata(job.model, sampler, job.seed, model.precision, strength)
-
-    def _run_cascade(self, cascade: Cascade, job: Job, progress) -> tuple[Image.Image, dict]:
-        image = open_image(job.input_path)
-        result = cascade.upscale(image, job.seed, _counter(progress, cascade.sampling_steps()))
-        return result, cascade.output_metadata(job.model, job.seed)
+        upscaler = self.configured(job.model, job.steps, job.denoise)
+        [(result, record)] = upscaler.upscale([open_image(job.input_path)], [job.seed], _counter(progress, upscaler.steps))
+        return result, record
 
 
 def _counter(progress, total: int):
@@ -171,20 +155,13 @@ def _int_field(form, key: str, low: int, high: int) -> int | None:
     return int(text)
 
 
-def _denoise_field(form, model: SR3Pipeline | Cascade) -> float | str:
-    """The form's denoise strength ("auto" or a number in [0, 1]; none is 0), checked against the model."""
+def _denoise_field(form) -> float | str:
+    """The form's denoise strength: "auto" or a number (none is 0); the model checks its range."""
     text = str(form.get("denoise") or "0").strip()
     try:
-        value = text if text == "auto" else float(text)
-        if isinstance(model, Cascade):
-            if value:
-                raise ApiError(422, "a cascade takes no denoise strength: its stages' noise levels are set in its file")
-            return 0.0
-        return check_denoise(value, model.cfg)
+        return text if text == "auto" else float(text)
     except ValueError:
         raise ApiError(422, f"denoise must be a number from 0 to 1 or 'auto'; got '{text[:20]}'") from None
-    except SR3Error as exc:
-        raise ApiError(422, str(exc)) from None
 
 
 def _mime(data: bytes) -> str:
@@ -206,7 +183,7 @@ def create_app(cfg: ServeConfig) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app):
         if cfg.study is None:
-            state["queue"] = JobQueue(Path(workdir.name), models.run, save_image)
+            state["queue"] = JobQueue(Path(workdir.name), models.run, save_image, max_waiting=cfg.max_waiting_jobs)
         yield
         if "queue" in state:
             state["queue"].close()
@@ -248,10 +225,9 @@ def create_app(cfg: ServeConfig) -> FastAPI:
         model = str(form.get("model") or cfg.default_model)
         models.check(model)  # before the image is read
         steps = _int_field(form, "steps", 1, MAX_STEPS)
-        if steps is not None and isinstance(models.get(model), Cascade):
-            raise ApiError(422, "a cascade samples each stage with the steps its file sets; leave steps empty")
         seed = _int_field(form, "seed", 0, 2**31 - 1) or 0
-        denoise = _denoise_field(form, models.get(model))
+        denoise = _denoise_field(form)
+        models.configured(model, steps, denoise)  # the job's settings are checked before the image is read
         upload, example = form.get("file"), str(form.get("example") or "")
         if example:
             if example not in _examples():
@@ -263,7 +239,10 @@ def create_app(cfg: ServeConfig) -> FastAPI:
             check_upload(data, name, cfg, models.max_pixels(model))
         else:
             raise ApiError(400, "send an image file (field 'file') or an example name (field 'example')")
-        job = state["queue"].submit(model, steps, seed, data, name, denoise)
+        try:
+            job = state["queue"].submit(model, steps, seed, data, name, denoise)
+        except QueueFull as exc:
+            raise ApiError(429, str(exc)) from None
         return {"id": job.id, "position": state["queue"].position(job.id)}
 
     @app.get("/api/jobs/{job_id}")

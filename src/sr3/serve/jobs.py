@@ -22,6 +22,10 @@ from PIL import Image
 
 from sr3.errors import SR3Error
 
+
+class QueueFull(SR3Error):
+    """The queue holds as many waiting jobs as it takes: try again once some have run."""
+
 Status = Literal["queued", "running", "done", "failed"]
 
 
@@ -54,9 +58,11 @@ Saver = Callable[[Image.Image, Path, dict], None]
 class JobQueue:
     """FIFO of jobs run by one worker thread; thread-safe; `close()` stops the worker."""
 
-    def __init__(self, folder: Path, run: Runner, save: Saver, keep_jobs: int = 100, keep_seconds: float = 3600):
+    def __init__(self, folder: Path, run: Runner, save: Saver, keep_jobs: int = 100, keep_seconds: float = 3600,
+                 max_waiting: int = 16):
+        """`max_waiting`: jobs that may wait at once; one more is refused (`QueueFull`), so memory and waits stay bounded."""
         self.folder, self._run, self._save = folder, run, save
-        self.keep_jobs, self.keep_seconds = keep_jobs, keep_seconds
+        self.keep_jobs, self.keep_seconds, self.max_waiting = keep_jobs, keep_seconds, max_waiting
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._waiting: list[str] = []
         self._lock = threading.Condition()
@@ -66,12 +72,15 @@ class JobQueue:
 
     def submit(self, model: str, steps: int | None, seed: int, data: bytes, name: str = "image.png",
                denoise: float | str = 0.0) -> Job:
-        """Queue an upscale of an image file's bytes (checked by the caller; kept under a generated name)."""
+        """Queue an upscale of an image file's bytes (checked by the caller; kept under a generated name), or raise
+        `QueueFull` when `max_waiting` jobs already wait."""
         job_id = secrets.token_urlsafe(12)
         path = self.folder / f"{job_id}-in"
-        path.write_bytes(data)
         job = Job(job_id, model, steps, seed, path, name, denoise)
         with self._lock:
+            if len(self._waiting) >= self.max_waiting:
+                raise QueueFull(f"the server is busy: {len(self._waiting)} jobs are waiting already; try again in a while")
+            path.write_bytes(data)
             self._prune()
             self._jobs[job_id] = job
             self._waiting.append(job_id)

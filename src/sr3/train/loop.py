@@ -20,19 +20,20 @@ from accelerate import Accelerator
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from sr3.checkpoint import init_from, list_checkpoints, load_train_state, save_checkpoint
+from sr3.checkpoint import init_from, list_checkpoints, load_train_state, read_weights, save_checkpoint
 from sr3.conditioning import batch_condition
-from sr3.config import Config, TrainConfig, config_from_dict, to_dict
-from sr3.data.pairs import GlobalBatches, SRPairs, mix_seed
+from sr3.config import Config, TrainConfig, check_bounds, config_from_dict, to_dict
+from sr3.data.pairs import GlobalBatches, SRPairs
 from sr3.device import ACCELERATE_NAMES, check_precision
 from sr3.diffusion import diffused_image, training_loss
 from sr3.errors import SR3Error
-from sr3.models import build_network
-from sr3.noise import PerSampleNoise
+from sr3.models import build_network, network_options
+from sr3.noise import NOISE_STREAM, PerSampleNoise, mix_seed
 from sr3.pipeline import SR3Pipeline
+from sr3.predictors import build_predictor, named_predictor
 from sr3.pretrained import resolve_model
 from sr3.samplers import check_fits
-from sr3.schedules import training_gammas
+from sr3.schedules import capped_gammas, training_gammas
 from sr3.train.ema import EMA
 from sr3.train.validate import ValBatch, sample_grid, sample_metrics, validation_loss
 
@@ -77,23 +78,11 @@ class Trainer:
     def __init__(self, cfg: Config, data_dir, run_dir: str | Path, resume: bool = False, val_dir=None):
         """`data_dir`: one folder of HR images or a list of them; `val_dir`: optional HR validation folder."""
         self.cfg, self.run_dir = cfg, Path(run_dir)
-        t = cfg.train
-        m = cfg.model
-        if m.in_channels not in (m.out_channels, m.out_channels + cfg.data.channels):
-            raise SR3Error(
-                f"model.in_channels must be {m.out_channels + cfg.data.channels} for SR (noisy image + upsampled LR)"
-                f" or {m.out_channels} for a base model; got {m.in_channels}"
-            )
-        if (m.num_classes > 0) != (cfg.data.mode == "classes"):
-            raise SR3Error("class-conditional models (model.num_classes > 0) train on data.mode=classes, and only they")
-        if (cfg.noise.residual or cfg.noise.regression) and not m.is_sr:
-            raise SR3Error("noise.residual and noise.regression need an SR stage: a base model has no LR image")
-        if cfg.augment.noise_max > 0 and not cfg.model.augment_embedding:
-            raise SR3Error("augment.noise_max > 0 needs model.augment_embedding=true so the model is told the level")
+        t, m = cfg.train, cfg.model
+        check_bounds(cfg)  # again: a config built in Python never went through `config_from_dict`
+        network_options(m)
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise SR3Error(f"--output {self.run_dir} is a file, not a run directory")
-        if m.is_sr and cfg.data.hr_size - 2 * cfg.data.scale < 11:
-            raise SR3Error("data.hr_size must leave at least 11 px after cropping `scale` border pixels (for SSIM)")
         if not cfg.noise.regression:  # validation samples with it: fail now, not after the first steps
             check_fits(cfg.sampler.name, regression=False)
         self.data = SRPairs(data_dir, cfg.data, seed=t.seed, cache=t.cache_images)
@@ -131,10 +120,14 @@ class Trainer:
         elif t.init:
             init_from(net, resolve_model(t.init))
         self.net, self.opt = self.acc.prepare(net, opt)
-        self.ema = EMA(self.acc.unwrap_model(self.net), t.ema_decay)
+        self.ema = EMA(self.acc.unwrap_model(self.net), t.ema_decay, t.ema_rampup)
         if ema_state is not None:
             self.ema.load({k: v.to(self.acc.device) for k, v in ema_state.items()})
         self.gammas = training_gammas(cfg.noise)
+        capped_gammas(self.gammas, cfg.noise.sigma_max)  # a cap below the first step fails now, not at the first step
+        # what the stage refines, built once: the predictor the config names, or the one a resumed run stored
+        self.predictor_net = read_weights(resume_from).predictor if resume_from is not None else named_predictor(cfg)
+        self.predict = build_predictor(cfg, self.predictor_net, self.acc.device)
 
     def _batches(self):
         t, acc = self.cfg.train, self.acc
@@ -181,10 +174,10 @@ class Trainer:
         total = torch.zeros((), device=acc.device)
         for micro in range(t.grad_accum):
             batch = next(batches)
-            rng = PerSampleNoise([mix_seed(t.seed, int(n), 2) for n in batch.pop("sample")])
+            rng = PerSampleNoise([mix_seed(t.seed, int(n), NOISE_STREAM) for n in batch.pop("sample")])
             batch = {k: v.to(acc.device) for k, v in batch.items()}
             torch.manual_seed(mix_seed(t.seed, self.step, micro, acc.process_index))  # dropout
-            cond = batch_condition(batch, self.cfg, self.gammas, rng)
+            cond = batch_condition(batch, self.cfg, self.predict, self.gammas, rng)
             sync = contextlib.nullcontext() if micro == t.grad_accum - 1 else acc.no_sync(self.net)
             with sync:
                 x0 = diffused_image(batch["hr"], cond, self.cfg.noise.residual)
@@ -202,7 +195,7 @@ class Trainer:
         """An inference pipeline on the current EMA weights."""
         net = build_network(self.cfg.model)
         net.load_state_dict(self.ema.shadow)
-        return SR3Pipeline(net, self.cfg, self.acc.device)
+        return SR3Pipeline(net, self.cfg, self.acc.device, predictor=self.predict)
 
     def _validate(self) -> None:
         if not self.acc.is_main_process:
@@ -212,7 +205,7 @@ class Trainer:
             metrics, grid = sample_metrics(pipe, self.val, self.cfg.train.val_steps)
         else:
             metrics, grid = {}, sample_grid(pipe, self.val, self.cfg.train.val_steps)
-        metrics["val_loss"] = validation_loss(pipe.denoiser.net, self.val, self.gammas, self.cfg)
+        metrics["val_loss"] = validation_loss(pipe, self.val, self.gammas)
         (self.run_dir / "samples").mkdir(exist_ok=True)
         grid.save(self.run_dir / "samples" / f"step-{self.step:07d}.png")
         self._log({f"val/{k}": v for k, v in metrics.items()})
@@ -228,6 +221,7 @@ class Trainer:
                 self.ema.shadow,
                 self.opt.optimizer,
                 self.cfg.train.keep_last,
+                self.predictor_net,
             )
         self.acc.wait_for_everyone()
         return path

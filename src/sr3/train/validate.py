@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from PIL import Image
 
 from sr3.conditioning import sampling_condition
-from sr3.config import Config
 from sr3.data.pairs import SRPairs
 from sr3.diffusion import Cond, diffused_image, training_loss
 from sr3.imaging import to_uint8
@@ -35,11 +34,12 @@ class ValBatch:
 
 
 @torch.no_grad()
-def validation_loss(net: torch.nn.Module, val: ValBatch, gammas: torch.Tensor, cfg: Config, repeats: int = 8) -> float:
-    """Mean training loss over `repeats` fixed draws of noise level and noise (same draws every call)."""
+def validation_loss(pipe: SR3Pipeline, val: ValBatch, gammas: torch.Tensor, repeats: int = 8) -> float:
+    """Mean training loss of the pipeline's network over `repeats` fixed draws of noise level and noise (same
+    draws every call)."""
     rng = PerSampleNoise(range(1234, 1234 + len(val.hr)))
-    device = next(net.parameters()).device
-    cond = sampling_condition(val.lr.to(device), cfg) if cfg.model.is_sr else Cond()
+    net, cfg, device = pipe.denoiser.net, pipe.cfg, pipe.device
+    cond = sampling_condition(val.lr.to(device), cfg, pipe.predictor) if cfg.model.is_sr else Cond()
     cond.labels = None if val.labels is None else val.labels.to(device)
     x0 = diffused_image(val.hr.to(device), cond, cfg.noise.residual)
     losses = [training_loss(net, x0, cond, gammas, cfg.noise, rng).item() for _ in range(repeats)]

@@ -11,7 +11,7 @@ async function loadModels() {
     const option = new Option(`${m.name} (${m.scale}x)`, m.name, m.default, m.default);
     option.dataset.note = `${m.description}; default ${m.sampler}, ${m.steps} step(s)`;
     option.dataset.denoise = m.denoise ? "yes" : "";
-    option.dataset.cascade = m.cascade ? "yes" : "";
+    option.dataset.steps = m.takes_steps ? "yes" : "";
     $("model").add(option);
   }
   for (const name of info.examples) $("example").add(new Option(name, name));
@@ -25,9 +25,9 @@ function noteModel() {
   // only models trained with a noise level take a denoise strength
   $("denoise-field").hidden = !(option && option.dataset.denoise);
   // a cascade samples each stage with the steps its file sets
-  const cascade = Boolean(option && option.dataset.cascade);
-  $("steps").disabled = cascade;
-  if (cascade) $("steps").value = "";
+  const fixed = !(option && option.dataset.steps);
+  $("steps").disabled = fixed;
+  if (fixed) $("steps").value = "";
 }
 
 function choose(file) {
