@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     upscaler = load_upscaler(args.model, args.device, settings=UpscaleSettings(steps=args.steps, sampler=args.sampler))
-    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit)
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit, skip=args.skip)
     rows = []
     for i, pair in enumerate(pairs):
         seeds = [args.seed + i * args.seeds + s for s in range(args.seeds)]

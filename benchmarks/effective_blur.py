@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     upscaler = load_upscaler(args.model)
-    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit)
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit, skip=args.skip)
     rows = []
     for i, pair in enumerate(pairs):
         truth = pair.hr[None]

@@ -42,12 +42,13 @@ def parser(description: str, epilog: str) -> argparse.ArgumentParser:
 
 
 def add_image_set_args(p: argparse.ArgumentParser) -> None:
-    """The model and the SR test set a quality benchmark scores: --model, --hr, --lr, --holdout, --limit."""
+    """The model and the SR test set a quality benchmark scores: --model, --hr, --lr, --holdout, --limit, --skip."""
     p.add_argument("--model", required=True, help="shipped model name, run directory or weights file")
     p.add_argument("--hr", required=True, help="folder of HR images")
     p.add_argument("--lr", help="folder of LR images with the same names (default: the model's degradation, MATLAB-style bicubic)")
     p.add_argument("--holdout", action="store_true", help="only the model's held-out images, resized as trained")
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N images (e.g. the reported ones)")
 
 
 def prepare(args: argparse.Namespace) -> tuple[Config, torch.device]:

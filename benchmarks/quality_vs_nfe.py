@@ -38,6 +38,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add_image_set_args(p)
     p.add_argument("--samplers", default="euler,heun,dpmpp_2m,ddim", help="comma-separated sampler names")
     p.add_argument("--nfe", default="1,2,4,8,16,32", help="comma-separated network-evaluation counts")
+    p.add_argument("--sigma-max", default="",
+                   help="refiners: comma-separated starting sigmas, a curve each (default: the model's own)")
     p.add_argument("--schedule", choices=["karras", "spaced"], help="sigma grid family, in place of any tuned grid (default: the model's own)")
     p.add_argument("--reference", help="SAMPLER:STEPS run to compare against, e.g. ddpm:1000 (SR3's ancestral sampler)")
     p.add_argument(
@@ -63,15 +65,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                    help="the rows of an earlier run (its --json) of the same model on the same images, printed, "
                         "drawn and saved with this run's, so a long curve can be measured in parts; with "
                         "--samplers '' nothing new is sampled (repeatable)")
+    p.add_argument("--beside", action="append", default=[], metavar="JSON",
+                   help="another model's earlier run (its --json) on the same images: its curves are drawn beside "
+                        "this model's, e.g. the pure-noise model's beside a refiner's (repeatable)")
     return p.parse_args(argv)
 
 
 PERCEPTUAL_KEYS = (*(name for name, m in SR_METRICS.items() if m.perceptual), *set_metric_keys())
 
 
-def sampler_settings(pipe: SR3Pipeline, sampler: str, steps: int, args) -> SamplerConfig:
-    """The model's sampling with this sampler and step count, and the command's tile, colour fix and grid."""
-    cfg = pipe.sampler_config(steps, sampler, args.tile, args.colour_fix)
+def sampler_settings(pipe: SR3Pipeline, sampler: str, steps: int, args, sigma_max: float | None = None) -> SamplerConfig:
+    """The model's sampling with this sampler, step count and start, and the command's tile, colour fix and grid."""
+    cfg = pipe.sampler_config(steps, sampler, args.tile, args.colour_fix, sigma_max)
     return dataclasses.replace(cfg, schedule=args.schedule, sigmas=[]) if args.schedule else cfg
 
 
@@ -79,7 +84,9 @@ def run_one(pipe: SR3Pipeline, pairs, cfg: SamplerConfig, args) -> dict:
     """One evaluation of the image set under `cfg`: its scores, the sampler's name, steps and grid."""
     r = score(ModelUpscaler(pipe, args.model, sampler=cfg), pairs, args)
     schedule = "tuned" if cfg.sigmas else cfg.schedule  # a grid from `sr3 schedule`, kept in the model's config
-    return {"sampler": cfg.name, "steps": cfg.steps, "schedule": schedule, "sigmas": list(cfg.sigmas), **r}
+    curve = cfg.name + (f" from sigma {cfg.sigma_max:g}" if cfg.sigma_max else "")
+    return {"sampler": cfg.name, "curve": curve, "steps": cfg.steps, "schedule": schedule, "sigmas": list(cfg.sigmas),
+            "sigma_max": cfg.sigma_max, **r}
 
 
 def score(upscaler: Upscaler, pairs, args) -> dict:
@@ -90,16 +97,18 @@ def score(upscaler: Upscaler, pairs, args) -> dict:
     return {**{k: r[k] for k in keys}, "bicubic": r["bicubic"]}
 
 
-def load_run(path: str, model: str, hr: str, images: int) -> dict:
-    """An earlier run's --json record, refused unless it scored the same model on the same images."""
+def load_run(path: str, model: str | None, hr: str, images: int, skip: int = 0) -> dict:
+    """An earlier run's --json record, refused unless it scored the same images (after the same skip) and, when
+    `model` is given, the same model."""
     try:
         run = json.loads(Path(path).read_text())
     except (OSError, ValueError) as exc:
-        raise SR3Error(f"cannot read --merge {path}: {exc}") from None
+        raise SR3Error(f"cannot read {path}: {exc}") from None
     same_set = Path(run.get("hr", "")).parts[-2:] == Path(hr).parts[-2:] and run.get("images") == images
-    if run.get("model") != model or not same_set:
-        raise SR3Error(f"--merge {path} scored {run.get('model')} on {run.get('images')} images of {run.get('hr')}, "
-                       f"not {model} on {images} of {hr}")
+    same_set = same_set and run.get("skip", 0) == skip
+    if (model is not None and run.get("model") != model) or not same_set:
+        raise SR3Error(f"{path} scored {run.get('model')} on {run.get('images')} images of {run.get('hr')} after "
+                       f"skipping {run.get('skip', 0)}, not {model or 'a model'} on {images} of {hr} after {skip}")
     return run
 
 
@@ -109,6 +118,11 @@ def print_row(name: str, row: dict) -> None:
     seconds = f"{row['seconds_per_image']:>10.2f}" if "seconds_per_image" in row else f"{'':>10}"
     print(f"{name:<12}{nfe:>6}{row['psnr_y']:>9.2f}{row['ssim_y']:>9.4f}{row['consistency']:>12.2e}{seconds}{perceptual}",
           flush=True)
+
+
+def curve_of(row: dict) -> str:
+    """The curve a row belongs to: its sampler, and where a refinement started (rows of older runs: the sampler)."""
+    return row.get("curve", row["sampler"])
 
 
 BASELINE_MARKERS = "DPvh^"  # cycled, so no baseline is dropped
@@ -125,9 +139,9 @@ def plot_plane(rows: list[dict], reference: dict | None, baselines: list[dict], 
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     for ax, key, label in ((axes[0], "st_lpips", "ST-LPIPS (lower is better)"), (axes[1], "fid", "FID (lower is better)")):
-        for sampler in dict.fromkeys(r["sampler"] for r in rows):
-            mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
-            ax.plot([r["psnr_y"] for r in mine], [r[key] for r in mine], "o-", label=sampler)
+        for curve in dict.fromkeys(map(curve_of, rows)):
+            mine = sorted((r for r in rows if curve_of(r) == curve), key=lambda r: r["nfe"])
+            ax.plot([r["psnr_y"] for r in mine], [r[key] for r in mine], "o-", label=curve)
             for r in mine:
                 ax.annotate(f"{r['nfe']} ({r['seconds_per_image']:.1f}s)", (r["psnr_y"], r[key]), fontsize=7,
                             textcoords="offset points", xytext=(3, 3))
@@ -153,8 +167,8 @@ def plot(rows: list[dict], reference: dict | None, baselines: list[dict], bicubi
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for sampler in dict.fromkeys(r["sampler"] for r in rows):
-        mine = sorted((r for r in rows if r["sampler"] == sampler), key=lambda r: r["nfe"])
+    for sampler in dict.fromkeys(map(curve_of, rows)):
+        mine = sorted((r for r in rows if curve_of(r) == sampler), key=lambda r: r["nfe"])
         nfe = [r["nfe"] for r in mine]
         axes[0].plot(nfe, [r["psnr_y"] for r in mine], "o-", label=sampler)
         axes[1].plot(nfe, [r["consistency"] for r in mine], "o-", label=sampler)
@@ -203,8 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             raise SR3Error("--plane draws perceptual figures: add --perceptual")
         pipe = SR3Pipeline.load(args.model, args.device, args.precision)
         warn_slow_bf16(pipe)
-        pairs = model_pairs(ModelUpscaler(pipe, args.model), args.hr, args.lr, args.holdout, args.limit)
-        merged = [load_run(path, args.model, args.hr, len(pairs)) for path in args.merge]
+        pairs = model_pairs(ModelUpscaler(pipe, args.model), args.hr, args.lr, args.holdout, args.limit, skip=args.skip)
+        merged = [load_run(path, args.model, args.hr, len(pairs), args.skip) for path in args.merge]
+        beside = [{**r, "curve": f"{run['model']}: {curve_of(r)}"}
+                  for run in (load_run(path, None, args.hr, len(pairs), args.skip) for path in args.beside) for r in run["rows"]]
         print(f"{args.model} on {len(pairs)} images of {args.hr} (x{pipe.scale})")
         header = f"{'sampler':<12}{'NFE':>6}{'PSNR-Y':>9}{'SSIM-Y':>9}{'consist.':>12}{'s/image':>10}"
         print(header + (f"{'ST-LPIPS':>10}{'FID':>9}{'fooled':>8}" if args.perceptual else ""))
@@ -220,14 +236,17 @@ def main(argv: list[str] | None = None) -> int:
                 raise SR3Error(f"--baseline {model} upscales {other.scale}x, not {pipe.scale}x like {args.model}")
             baselines.append({"model": model, "sampler": other.sampler_name, "steps": other.steps, **score(other, pairs, args)})
             print_row(model[:12], baselines[-1])
+        try:
+            starts = [float(s) for s in args.sigma_max.split(",") if s] or [None]
+        except ValueError:
+            raise SR3Error(f"--sigma-max must be comma-separated numbers; got {args.sigma_max}") from None
         rows = []
-        for sampler in samplers:
-            for nfe in nfes:
-                steps = steps_for_nfe(sampler, nfe)
-                if network_evaluations(sampler, steps) != nfe:
-                    continue  # e.g. Heun cannot spend an even NFE
-                rows.append(run_one(pipe, pairs, sampler_settings(pipe, sampler, steps, args), args))
-                print_row(sampler, rows[-1])
+        for sigma_max, sampler, nfe in itertools.product(starts, samplers, nfes):
+            steps = steps_for_nfe(sampler, nfe)
+            if network_evaluations(sampler, steps) != nfe:
+                continue  # e.g. Heun cannot spend an even NFE
+            rows.append(run_one(pipe, pairs, sampler_settings(pipe, sampler, steps, args, sigma_max), args))
+            print_row(sampler + (f"@{sigma_max:g}" if sigma_max else ""), rows[-1])
         fresh = [r for r in (reference, *baselines, *rows) if r]
         for run in merged:
             reference = reference or run["reference"]
@@ -257,14 +276,16 @@ def main(argv: list[str] | None = None) -> int:
             "bicubic": {k: bicubic[k] for k in ("psnr_y", "ssim_y", "consistency", *PERCEPTUAL_KEYS) if k in bicubic},
             "rows": [{k: v for k, v in r.items() if k != "bicubic"} for r in rows],
             "merged": list(args.merge),
+            "skip": args.skip,
+            "beside": list(args.beside),
         }
         if args.json:
             save_json(args.json, result)
         title = f"{args.model}: {len(pairs)} images of {Path(args.hr).parent.name or args.hr}"
         if args.plot:
-            plot(rows, reference, baselines, bicubic, args.plot, title)
+            plot(rows + beside, reference, baselines, bicubic, args.plot, title)
         if args.plane:
-            plot_plane(rows, reference, baselines, bicubic, args.plane, title)
+            plot_plane(rows + beside, reference, baselines, bicubic, args.plane, title)
     except SR3Error as exc:
         print(f"quality_vs_nfe: error: {exc}", file=sys.stderr)
         return 2

@@ -114,3 +114,27 @@ def test_quality_vs_nfe_puts_a_baseline_model_on_the_same_images(tmp_path):
     done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "euler", "--nfe", "1",
                  "--baseline", "faces-8x")
     assert done.returncode == 2 and "--baseline faces-8x upscales 8x, not 4x" in done.stderr
+
+
+def test_quality_vs_nfe_draws_a_curve_per_refinement_start_on_images_it_may_skip(tmp_path):
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    for name in ("coffee", "chelsea", "rocket"):
+        photo(name).resize((48, 32)).save(hr / f"{name}.png")
+    out = tmp_path / "starts.json"
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--skip", "1", "--samplers", "ddpm",
+                 "--nfe", "1,2", "--sigma-max", "0.1,0.4", "--threads", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    r = json.loads(out.read_text())
+    assert r["images"] == 2 and "ddpm@0.4" in done.stdout
+    assert [(row["sigma_max"], row["nfe"]) for row in r["rows"]] == [(0.1, 1), (0.1, 2), (0.4, 1), (0.4, 2)]
+    assert {row["curve"] for row in r["rows"]} == {"ddpm from sigma 0.1", "ddpm from sigma 0.4"}
+    drawn = tmp_path / "beside.png"  # another model's curves beside, on the same images only
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x-regression", "--hr", str(hr), "--skip", "1",
+                 "--samplers", "regression", "--nfe", "1", "--beside", str(out), "--threads", "1", "--plot", str(drawn))
+    assert done.returncode == 0 and drawn.stat().st_size > 0, done.stderr
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x-regression", "--hr", str(hr), "--samplers", "regression",
+                 "--nfe", "1", "--beside", str(out))
+    assert done.returncode == 2 and "after skipping 1" in done.stderr
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--skip", "3", "--samplers", "ddpm")
+    assert done.returncode == 2 and "leaves none of the 3 images" in done.stderr

@@ -41,13 +41,15 @@ def evaluation_pairs(
     limit: int | None = None,
     degradation: str = "bicubic",
     seed: int = 0,
+    skip: int = 0,
 ) -> list[EvalPair]:
     """HR/LR pairs: LR files matched by name (HR cropped top-left to scale x LR), or LR made by `degradation`.
 
     `size`: each HR image is centre-cropped square and resized to size x size first (as face models are
     trained). `holdout` > 0: only the images of that held-out split (see `sr3.data.pairs.in_holdout`).
-    `limit`: only the first N images (in sorted order). A random degradation draws image i's LR from
-    a generator seeded by (`seed`, i), so the pairs are fixed.
+    `limit`: only the first N images (in sorted order) after the first `skip` (e.g. held-out images kept
+    apart for choosing settings). A random degradation draws image i's LR from a generator seeded by
+    (`seed`, i), i counted in the sorted list, so the pairs are fixed.
     """
     get_degradation(degradation)
     pairs = []
@@ -57,7 +59,10 @@ def evaluation_pairs(
         hr_files = split_files(hr_files, holdout, "holdout")
         if not hr_files:
             raise SR3Error(f"no image of {hr_dir} is in the held-out split")
-    for i, hr_path in enumerate(hr_files[:limit]):
+    if skip < 0 or (skip and skip >= len(hr_files)):
+        raise SR3Error(f"--skip {skip} leaves none of the {len(hr_files)} images")
+    stop = None if limit is None else skip + limit
+    for i, hr_path in enumerate(hr_files[skip:stop], start=skip):
         hr_img = load_image(hr_path)
         if size is not None:
             if lr_dir:
@@ -90,6 +95,7 @@ def model_pairs(
     limit: int | None,
     degradation: str | None = None,
     seed: int = 0,
+    skip: int = 0,
 ) -> list[EvalPair]:
     """Evaluation pairs for an upscaler at its scale: with `holdout`, only its held-out images, resized as it
     was trained (a cascade: as its last stage was); LR made by `degradation` (default: its own
@@ -101,7 +107,8 @@ def model_pairs(
         raise SR3Error("--limit must be at least 1")
     size = data.hr_size if holdout and data.mode != "crops" else None
     degradation = degradation or data.degradation
-    return evaluation_pairs(hr_dir, lr_dir, upscaler.scale, size, data.holdout if holdout else 0.0, limit, degradation, seed)
+    holdout_share = data.holdout if holdout else 0.0
+    return evaluation_pairs(hr_dir, lr_dir, upscaler.scale, size, holdout_share, limit, degradation, seed, skip)
 
 
 def same_size_batches(pairs: list[EvalPair], batch_size: int) -> list[tuple[int, list[EvalPair]]]:

@@ -42,6 +42,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="only the model's held-out images (its data.holdout split), resized as it was trained (faces, classes)",
     )
     p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N images (e.g. those settings were chosen on)")
     add_sampling_flags(p, "the low-frequency colour correction (default: the model's, as sr3 upscale samples it)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda")
@@ -118,7 +119,7 @@ def run(args: argparse.Namespace) -> None:
     upscaler = load_cli_upscaler(args)
     if args.scale != upscaler.scale:
         raise SR3Error(f"model {args.model} upscales x{upscaler.scale}, but --scale {args.scale} was given")
-    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed)
+    pairs = model_pairs(upscaler, args.hr, args.lr, args.holdout, args.limit, args.degradation, args.seed, args.skip)
     with tqdm(total=len(same_size_batches(pairs, args.batch)) * upscaler.steps, unit="step", disable=args.quiet) as bar:
         result = evaluate(upscaler, pairs, args.seed, on_image=bar.set_description, progress=lambda _: bar.update(),
                           batch_size=args.batch, perceptual=perceptual)
