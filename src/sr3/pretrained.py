@@ -19,6 +19,7 @@ PRETRAINED = {
     "photo-4x": "real camera photos, 4x: blur, noise and JPEG removed, --denoise S|auto (natural-4x fine-tuned)",
     "faces-16x-regression": "faces-16x's regression baseline: aligned faces 8x8 -> 128x128 in one L1-trained evaluation",
     "faces-8x-regression": "aligned faces 16x16 -> 128x128 in one L1-trained evaluation: the sharpest PSNR, smooth faces",
+    "faces-8x-refiner": "experimental: faces-8x-regression's prediction refined by 4 ancestral steps (predict, then refine)",
 }
 DEFAULT_MODEL = "natural-4x"
 UPSCALING_CASCADES = {  # SR stages only: upscalers like the models above
