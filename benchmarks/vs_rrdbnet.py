@@ -1,8 +1,7 @@
 """Seconds per upscale of a shipped model at its default sampling, beside ESRGAN's RRDBNet, in one run.
 
-RRDBNet (Wang et al. 2018, "ESRGAN", section 3.1; Real-ESRGAN's x4plus network) is built here from the paper's
-description with random weights: 23 residual-in-residual dense blocks of 64 features and growth 32, then two
-nearest-neighbour 2x upsamplings. It is the one-evaluation network practitioners run, so its forward time is
+RRDBNet (`rrdbnet.py`: ESRGAN's generator, Real-ESRGAN's x4plus network) runs here with random weights, which
+cost what the released ones do. It is the one-evaluation network practitioners run, so its forward time is
 the bar for what a diffusion model's steps cost. Both run on the same real photo crop (scikit-image's
 astronaut, public domain), in the same process and thread count, the sr3 model through `upscale` as
 `sr3 upscale` samples it (tiles, colour correction, every network evaluation).
@@ -14,13 +13,11 @@ import argparse
 import sys
 
 import torch
-import torch.nn.functional as F
 from PIL import Image
 from skimage import data
-from torch import nn
-from torch.utils.flop_counter import FlopCounterMode
 
 from harness import device_name, median_seconds, run, save_json
+from rrdbnet import RRDBNet, rrdbnet_gflop
 from sr3.cli.common import check_json
 from sr3.errors import SR3Error
 from sr3.pipeline import SR3Pipeline
@@ -28,61 +25,6 @@ from sr3.pipeline import SR3Pipeline
 EXAMPLES = """examples:
   python benchmarks/vs_rrdbnet.py --model natural-4x --size 128 --threads 2
   python benchmarks/vs_rrdbnet.py --model photo-4x --size 128 --threads 2 --json speed.json"""
-
-
-class DenseBlock(nn.Module):
-    """Five 3x3 convolutions, each seeing every earlier feature map; the output scaled by 0.2 onto the input."""
-
-    def __init__(self, features: int, growth: int):
-        super().__init__()
-        self.convs = nn.ModuleList(nn.Conv2d(features + i * growth, growth, 3, padding=1) for i in range(4))
-        self.out = nn.Conv2d(features + 4 * growth, features, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        maps = [x]
-        for conv in self.convs:
-            maps.append(F.leaky_relu(conv(torch.cat(maps, 1)), 0.2))
-        return x + 0.2 * self.out(torch.cat(maps, 1))
-
-
-class RRDB(nn.Module):
-    """Three dense blocks in sequence, their result scaled by 0.2 onto the block's input."""
-
-    def __init__(self, features: int, growth: int):
-        super().__init__()
-        self.blocks = nn.Sequential(*(DenseBlock(features, growth) for _ in range(3)))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + 0.2 * self.blocks(x)
-
-
-class RRDBNet(nn.Module):
-    """ESRGAN's 4x generator: a first convolution, the RRDB trunk with a long skip, two 2x upsamplings, two convolutions."""
-
-    def __init__(self, blocks: int = 23, features: int = 64, growth: int = 32):
-        super().__init__()
-        self.first = nn.Conv2d(3, features, 3, padding=1)
-        self.trunk = nn.Sequential(*(RRDB(features, growth) for _ in range(blocks)))
-        self.trunk_out = nn.Conv2d(features, features, 3, padding=1)
-        self.up = nn.ModuleList(nn.Conv2d(features, features, 3, padding=1) for _ in range(2))
-        self.hr = nn.Conv2d(features, features, 3, padding=1)
-        self.last = nn.Conv2d(features, 3, 3, padding=1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feat = self.first(x)
-        feat = feat + self.trunk_out(self.trunk(feat))
-        for conv in self.up:
-            feat = F.leaky_relu(conv(F.interpolate(feat, scale_factor=2, mode="nearest")), 0.2)
-        return self.last(F.leaky_relu(self.hr(feat), 0.2))
-
-
-def rrdbnet_gflop(size: int) -> float:
-    """GFLOP of one RRDBNet forward on a size x size input (a multiply-add is 2), counted on the meta device."""
-    with torch.device("meta"):
-        net, x = RRDBNet(), torch.empty(1, 3, size, size)
-    with torch.inference_mode(), FlopCounterMode(display=False) as counter:
-        net(x)
-    return counter.get_total_flops() / 1e9
 
 
 def measure(model: str, size: int, repeats: int) -> dict:

@@ -67,7 +67,7 @@ def test_diversity_is_zero_for_a_regressor_and_positive_for_ancestral_sampling(t
 
 def test_rrdbnet_is_esrgans_4x_network_and_the_speed_run_times_both(tmp_path):
     sys.path.insert(0, str(BENCHMARKS))
-    from vs_rrdbnet import RRDBNet
+    from rrdbnet import RRDBNet
 
     net = RRDBNet()
     assert sum(p.numel() for p in net.parameters()) == 16_697_987  # Real-ESRGAN's x4plus: 16.7 M

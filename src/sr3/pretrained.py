@@ -19,6 +19,7 @@ PRETRAINED = {
     "photo-4x": "real camera photos, 4x: blur, noise and JPEG removed, --denoise S|auto (natural-4x fine-tuned)",
     "faces-16x-regression": "faces-16x's regression baseline: aligned faces 8x8 -> 128x128 in one L1-trained evaluation",
     "faces-8x-regression": "aligned faces 16x16 -> 128x128 in one L1-trained evaluation: the sharpest PSNR, smooth faces",
+    "photo-4x-regression": "photo-4x's regression baseline and predictor: natural-4x-regression fine-tuned on the photo degradations",
     "faces-8x-refiner": "experimental: faces-8x-regression's prediction refined by 4 ancestral steps (predict, then refine)",
 }
 DEFAULT_MODEL = "natural-4x"

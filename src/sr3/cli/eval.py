@@ -55,6 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(needs the FID extra: pip install 'sr3[fid]')")
     p.add_argument("--patch", type=int, default=128,
                    help="FID/KID crop side when the HR images differ in size (default 128; same-size sets use whole images)")
+    p.add_argument("--patch-fid", action="store_true",
+                   help="FID/KID on --patch crops even when the HR images share one size (e.g. RealSR's 512-px images)")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="HR feature cache folder")
     p.add_argument("--json", help="write all figures, per image too, to this JSON file")
     p.add_argument("--quiet", action="store_true")
@@ -115,7 +117,9 @@ def run(args: argparse.Namespace) -> None:
 
     check_json(args.json)
     check_at_least_one(steps=args.steps, batch=args.batch, patch=args.patch)
-    perceptual = PerceptualConfig(patch=args.patch, cache_dir=args.cache) if args.perceptual else None
+    if args.patch_fid and not args.perceptual:
+        raise SR3Error("--patch-fid is a setting of the perceptual figures: add --perceptual")
+    perceptual = PerceptualConfig(patch=args.patch, patches=args.patch_fid, cache_dir=args.cache) if args.perceptual else None
     upscaler = load_cli_upscaler(args)
     if args.scale != upscaler.scale:
         raise SR3Error(f"model {args.model} upscales x{upscaler.scale}, but --scale {args.scale} was given")

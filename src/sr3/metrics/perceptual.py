@@ -159,17 +159,19 @@ def _camera_score(judge: torch.nn.Module, x: torch.Tensor, batch: int = 256) -> 
 
 @dataclass(frozen=True)
 class PerceptualConfig:
-    """How the set-level figures are taken: the FID patch side (used when HR sizes differ), the judge (None: no
+    """How the set-level figures are taken: the FID patch side (used when HR sizes differ, or always with
+    `patches`: many crops of a few large images give a steadier FID than the images whole), the judge (None: no
     fool rates), the cache."""
 
     patch: int = FID_PATCH
+    patches: bool = False
     fool: FoolRateConfig | None = field(default_factory=FoolRateConfig)
     cache_dir: str | None = None  # HR crop features are kept here, keyed by the crops' pixels and the protocol
 
 
 def fid_patch(hrs: list[torch.Tensor], cfg: PerceptualConfig) -> int | None:
-    """Whole images (None) when every HR image has one size, else `cfg.patch`-pixel crops."""
-    return None if len({tuple(h.shape) for h in hrs}) == 1 else cfg.patch
+    """Whole images (None) when every HR image has one size and crops are not asked for, else `cfg.patch`-pixel crops."""
+    return None if not cfg.patches and len({tuple(h.shape) for h in hrs}) == 1 else cfg.patch
 
 
 def reference_features(hrs: list[torch.Tensor], patch: int | None, border: int, net, cache_dir: str | None) -> np.ndarray:

