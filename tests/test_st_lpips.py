@@ -84,5 +84,7 @@ def test_tolerates_a_shift_more_than_it_tolerates_blur():
 def test_bad_shapes_are_clear_errors():
     with pytest.raises(SR3Error, match="one shape"):
         st_lpips(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 31))
-    with pytest.raises(SR3Error, match="at least 16x16"):
-        st_lpips(torch.zeros(1, 3, 8, 8), torch.zeros(1, 3, 8, 8))
+    for h, w in ((8, 8), (20, 20), (16, 32)):  # 20 px passed the old check of 16 and failed inside the network
+        with pytest.raises(SR3Error, match="at least 21x21"):
+            st_lpips(torch.zeros(1, 3, h, w), torch.zeros(1, 3, h, w))
+    assert st_lpips(torch.zeros(1, 3, 21, 21), torch.ones(1, 3, 21, 21)).item() > 0

@@ -25,6 +25,8 @@ from sr3.errors import SR3Error
 WEIGHTS = "stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth"
 CHANNELS = (64, 192, 384, 256, 256)
 # LPIPS v0.1's input scaling: images in [-1, 1] are shifted and scaled per channel towards ImageNet's statistics
+# the smallest side whose deepest feature map (after three blur-downsamplings) is still wider than their reflect pad
+MIN_SIDE = 21
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 
@@ -102,7 +104,7 @@ class _Scaling(nn.Module):
 
 
 class STLPIPS(nn.Module):
-    """d(x, y) for batches [B, 3, H, W] in [-1, 1] -> [B]; images at least 16 px on each side."""
+    """d(x, y) for batches [B, 3, H, W] in [-1, 1] -> [B]; images at least MIN_SIDE px on each side."""
 
     def __init__(self):
         super().__init__()
@@ -114,8 +116,8 @@ class STLPIPS(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if x.shape != y.shape or x.ndim != 4 or x.shape[1] != 3:
             raise SR3Error(f"ST-LPIPS compares two RGB batches of one shape; got {tuple(x.shape)} and {tuple(y.shape)}")
-        if min(x.shape[-2:]) < 16:
-            raise SR3Error(f"ST-LPIPS needs images of at least 16x16 pixels; got {tuple(x.shape[-2:])}")
+        if min(x.shape[-2:]) < MIN_SIDE:
+            raise SR3Error(f"ST-LPIPS needs images of at least {MIN_SIDE}x{MIN_SIDE} pixels; got {tuple(x.shape[-2:])}")
         fx, fy = self.net(self.scaling_layer(x)), self.net(self.scaling_layer(y))
         total = x.new_zeros(x.shape[0])
         for k, (a, b) in enumerate(zip(fx, fy)):

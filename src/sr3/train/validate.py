@@ -1,4 +1,5 @@
-"""Periodic validation: loss at fixed noise, the sampled SR metrics `sr3 eval` reports, and an LR | SR | HR grid."""
+"""Periodic validation: loss at fixed noise, the sampled SR metrics `sr3 eval` reports (ST-LPIPS too, the
+perception axis beside PSNR), and an LR | SR | HR grid."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from sr3.data.pairs import SRPairs
 from sr3.diffusion import Cond, diffused_image, training_loss
 from sr3.imaging import to_uint8
 from sr3.metrics.scores import image_scores, mean_scores
+from sr3.metrics.st_lpips import MIN_SIDE
 from sr3.noise import PerSampleNoise
 from sr3.pipeline import SR3Pipeline
 
@@ -47,12 +49,13 @@ def validation_loss(pipe: SR3Pipeline, val: ValBatch, gammas: torch.Tensor, repe
 
 
 def sample_metrics(pipe: SR3Pipeline, val: ValBatch, steps: int) -> tuple[dict[str, float], Image.Image]:
-    """The metrics of `sr3 eval` (colour fix as the model samples by default), and the LR | SR | HR grid."""
-    scale = pipe.scale
+    """The metrics of `sr3 eval` (colour fix as the model samples by default) with ST-LPIPS where the images are
+    large enough for it, and the LR | SR | HR grid."""
+    scale, perceptual = pipe.scale, min(val.hr.shape[-2:]) >= MIN_SIDE
     sr = pipe.super_resolve(val.lr, list(range(len(val.lr))), pipe.sampler_config(steps=steps), labels=val.labels).cpu()
     rows, scores = [], []
     for lr, out, hr in zip(val.lr, sr, val.hr):
-        scores.append(image_scores(out, hr, lr, scale))
+        scores.append(image_scores(out, hr, lr, scale, perceptual))
         lr_big = F.interpolate(lr[None], scale_factor=scale, mode="nearest")[0]
         rows.append(np.concatenate([to_uint8(lr_big), to_uint8(out), to_uint8(hr)], axis=1))
     grid = Image.fromarray(np.concatenate(rows, axis=0))
