@@ -24,7 +24,7 @@ def test_every_shipped_model_is_a_small_half_precision_file_with_a_card(name):
     pipe = SR3Pipeline.load(name)
     assert pipe.cfg.noise.residual and pipe.scale == {"natural-4x": 4, "faces-8x": 8, "natural-4x-regression": 4, "photo-4x": 4,
                                                     "faces-16x-regression": 16, "faces-8x-regression": 8,
-                                                    "faces-8x-refiner": 8}[name]
+                                                    "faces-8x-refiner": 8, "photo-4x-regression": 4}[name]
 
 
 def test_names_resolve_and_paths_win(tmp_path, monkeypatch):

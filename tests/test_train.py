@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -155,6 +156,8 @@ def test_optimizer_is_fused_adamw_matching_the_reference_update(tiny_config):
 
 def test_validation_reports_what_sr3_eval_reports(tmp_path, photo_dir, tiny_config):
     from sr3.evaluate import EvalPair, evaluate
+    from sr3.imaging import quantize
+    from sr3.metrics.st_lpips import st_lpips
     from sr3.train.validate import sample_metrics
     from sr3.upscaler import ModelUpscaler, UpscaleSettings
 
@@ -164,10 +167,16 @@ def test_validation_reports_what_sr3_eval_reports(tmp_path, photo_dir, tiny_conf
     logged, _ = sample_metrics(pipe, val, steps=3)
     pairs = [EvalPair(str(i), hr, lr) for i, (hr, lr) in enumerate(zip(val.hr, val.lr))]
     # the model's own colour fix and tile, as logged
-    evaluated = evaluate(ModelUpscaler(pipe, "run", UpscaleSettings(steps=3)), pairs)
-    assert logged.keys() == {k for k in evaluated if k in logged} and len(logged) == 5
+    upscaler = ModelUpscaler(pipe, "run", UpscaleSettings(steps=3))
+    evaluated = evaluate(upscaler, pairs)
+    assert logged.keys() - {"st_lpips"} == {k for k in evaluated if k in logged} and len(logged) == 6
     for name, value in logged.items():
-        assert value == pytest.approx(evaluated[name], rel=1e-9), name
+        if name != "st_lpips":
+            assert value == pytest.approx(evaluated[name], rel=1e-9), name
+    # ST-LPIPS of the same outputs, as sr3 eval --perceptual scores each image (rounded to 8 bits first)
+    sr = upscaler.super_resolve(val.lr, list(range(len(val.lr))))[0]
+    expected = np.mean([st_lpips(quantize(out)[None], hr[None]).item() for out, hr in zip(sr, val.hr)])
+    assert logged["st_lpips"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_a_new_metric_is_one_table_entry(monkeypatch, tmp_path, photo_dir):
