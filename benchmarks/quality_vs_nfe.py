@@ -167,12 +167,12 @@ def plot(rows: list[dict], reference: dict | None, baselines: list[dict], bicubi
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    for sampler in dict.fromkeys(map(curve_of, rows)):
-        mine = sorted((r for r in rows if curve_of(r) == sampler), key=lambda r: r["nfe"])
+    for curve in dict.fromkeys(map(curve_of, rows)):
+        mine = sorted((r for r in rows if curve_of(r) == curve), key=lambda r: r["nfe"])
         nfe = [r["nfe"] for r in mine]
-        axes[0].plot(nfe, [r["psnr_y"] for r in mine], "o-", label=sampler)
-        axes[1].plot(nfe, [r["consistency"] for r in mine], "o-", label=sampler)
-        axes[2].plot([r["seconds_per_image"] for r in mine], [r["psnr_y"] for r in mine], "o-", label=sampler)
+        axes[0].plot(nfe, [r["psnr_y"] for r in mine], "o-", label=curve)
+        axes[1].plot(nfe, [r["consistency"] for r in mine], "o-", label=curve)
+        axes[2].plot([r["seconds_per_image"] for r in mine], [r["psnr_y"] for r in mine], "o-", label=curve)
     for ax, key in ((axes[0], "psnr_y"), (axes[1], "consistency"), (axes[2], "psnr_y")):
         ax.axhline(bicubic[key], color="grey", ls=":", label="bicubic")
         if reference:

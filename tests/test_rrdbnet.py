@@ -110,7 +110,7 @@ def test_the_released_weights_match_the_wheels_own_engine():
     from rrdbnet import X4PLUS_PARAMS, released_x4plus
     from vs_realesrgan import check_engine
 
-    net = released_x4plus()
+    net = released_x4plus(*released_files())
     assert sum(p.numel() for p in net.parameters()) == X4PLUS_PARAMS
     engine = check_engine(net, size=32)
     assert engine["max_abs_diff"] <= 1 and engine["share_differing"] < 0.01

@@ -24,9 +24,9 @@ from sr3.errors import SR3Error
 
 WEIGHTS = "stlpips_pytorch/weights/vST0.0/alex_shift_tolerant.pth"
 CHANNELS = (64, 192, 384, 256, 256)
-# LPIPS v0.1's input scaling: images in [-1, 1] are shifted and scaled per channel towards ImageNet's statistics
 # the smallest side whose deepest feature map (after three blur-downsamplings) is still wider than their reflect pad
 MIN_SIDE = 21
+# LPIPS v0.1's input scaling: images in [-1, 1] are shifted and scaled per channel towards ImageNet's statistics
 SHIFT = (-0.030, -0.088, -0.188)
 SCALE = (0.458, 0.448, 0.450)
 
