@@ -154,6 +154,11 @@ def compiled(record: dict[str, object]) -> str:
     return "" if record["compile_seconds"] is None else f", first (compiling) call {record['compile_seconds']:.1f} s"
 
 
+def set_name(folder: str | Path) -> str:
+    """An image folder as a record names it: its last two parts (e.g. RealSR/HR), never a machine's path."""
+    return "/".join(Path(folder).resolve().parts[-2:])
+
+
 def save_json(path: str | Path, record: object) -> None:
     """Write a script's record (or list of records) to its --json file, one indented JSON document."""
     Path(path).write_text(json.dumps(record, indent=1) + "\n")

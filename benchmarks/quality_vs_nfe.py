@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness import add_image_set_args, device_name, save_json
+from harness import add_image_set_args, device_name, save_json, set_name
 from rrdbnet import X4PLUS
 from sr3.cli.common import add_precision_flag, warn_slow_bf16
 from sr3.config import SamplerConfig, check_tile
@@ -278,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
         result = {
             "model": str(args.model),
             "images": len(pairs),
-            "hr": str(args.hr),
+            "hr": set_name(args.hr),
             "colour_fix": pipe.sampler_config(colour_fix=args.colour_fix).colour_fix,
             "threads": torch.get_num_threads(),
             "device": device_name(pipe.device),

@@ -23,11 +23,11 @@ import torch.nn.functional as F
 from PIL import Image
 from skimage import data
 
-from harness import device_name, run, save_json
+from harness import device_name, run, save_json, set_name
 from rrdbnet import WHEEL, WHEEL_VERSION, X4PLUS, RRDBNet, released_files, released_x4plus
 from sr3.cli.common import DEFAULT_CACHE, check_at_least_one, check_json
 from sr3.cli.compare import parse_zoom
-from sr3.compare import Method, bicubic, contact_sheet, run_methods, zoom_box
+from sr3.compare import Method, contact_sheet, run_methods, sheet_panels, zoom_box
 from sr3.config import DataConfig
 from sr3.errors import SR3Error
 from sr3.evaluate import EvalPair, evaluate, evaluation_pairs
@@ -111,16 +111,14 @@ def load_realesrgan(device: torch.device, ncnn: str | None = None) -> RealESRGAN
     return RealESRGAN(released_x4plus(*released_files(ncnn)), device)
 
 
-def sheet(methods: Sequence[tuple[str, Upscaler]], pairs: Sequence[EvalPair], seed: int, zoom: str, panel: int) -> Image.Image:
+def sheet(methods: Sequence[tuple[str, Upscaler]], pairs: Sequence[EvalPair], seed: int,
+          zoom: tuple[tuple[float, float], float], panel: int) -> Image.Image:
     """A contact sheet of the pairs: LR (nearest), bicubic, each method's output (image i sampled with seed + i),
-    HR, each with its zoomed crop."""
-    centre, fraction = parse_zoom(zoom)
+    HR, each with its zoomed crop (`zoom`: `parse_zoom`'s centre and fraction)."""
     lrs, hrs = [to_pil(p.lr) for p in pairs], [to_pil(p.hr) for p in pairs]
     outputs = run_methods([Method(name) for name, _ in methods], lrs, seed, [up for _, up in methods])
-    rows = [[lr.resize(hr.size, resample=Image.NEAREST), bicubic(lr, hr.size), *(out[i] for out in outputs), hr]
-            for i, (lr, hr) in enumerate(zip(lrs, hrs))]
-    columns = ["LR (nearest)", "bicubic", *(name for name, _ in methods), "HR"]
-    return contact_sheet(columns, rows, [zoom_box(hr.size, centre, fraction) for hr in hrs], panel)
+    columns, rows = sheet_panels([name for name, _ in methods], lrs, outputs, hrs, 4)
+    return contact_sheet(columns, rows, [zoom_box(row[0].size, *zoom) for row in rows], panel)
 
 
 def table(results: dict[str, dict]) -> str:
@@ -161,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     check_json(args.json)
     check_at_least_one(sheet_rows=args.sheet_rows, panel=args.panel)
-    parse_zoom(args.zoom)
+    zoom = parse_zoom(args.zoom)
     if args.sheet and not args.sheet.lower().endswith(".png"):
         raise SR3Error(f"the sheet is written as PNG: give --sheet NAME.png; got {args.sheet}")
     if args.sheet and not args.hr:
@@ -173,8 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    realesrgan = load_realesrgan(device, args.ncnn)
-    record: dict[str, object] = {"weights": [f.name for f in released_files(args.ncnn)], "device": device_name(device),
+    files = released_files(args.ncnn)
+    realesrgan = RealESRGAN(released_x4plus(*files), device)
+    record: dict[str, object] = {"weights": [f.name for f in files], "device": device_name(device),
                                  "threads": torch.get_num_threads(), "torch": torch.__version__}
     if args.check_engine:
         record["engine"] = engine = check_engine(realesrgan.net)
@@ -200,10 +199,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{len(pairs)} images of {args.hr}, {source}, {record['threads']} thread(s), {record['device']}")
         print(table(results))
         record["results"], record["n_images"] = results, len(pairs)
-        record["set"] = "/".join(Path(args.hr).resolve().parts[-2:])  # e.g. RealSR/HR: no machine's paths in a record
+        record["set"] = set_name(args.hr)
         record["degradation"] = "given LR" if args.lr else args.degradation
         if args.sheet:
-            drawn = sheet(methods, pairs[: args.sheet_rows], args.seed, args.zoom, args.panel)
+            drawn = sheet(methods, pairs[: args.sheet_rows], args.seed, zoom, args.panel)
             Path(args.sheet).parent.mkdir(parents=True, exist_ok=True)
             drawn.save(args.sheet)
             print(f"wrote {args.sheet} ({drawn.width}x{drawn.height}: {min(args.sheet_rows, len(pairs))} images)")

@@ -89,6 +89,19 @@ def bicubic(lr: Image.Image, size: tuple[int, int]) -> Image.Image:
     return resize_plane(lr.convert("RGB"), size)
 
 
+def sheet_panels(labels: Sequence[str], lrs: Sequence[Image.Image], outputs: Sequence[Sequence[Image.Image]],
+                 hrs: Sequence[Image.Image] | None, scale: int) -> tuple[list[str], list[list[Image.Image]]]:
+    """The sheet's column titles and each image's panels: the LR shown nearest, bicubic, each method's output
+    (`outputs[method][image]`), and the HR when there is one."""
+    columns = ["LR (nearest)", "bicubic", *labels] + (["HR"] if hrs else [])
+    rows = []
+    for i, lr in enumerate(lrs):
+        size = (lr.width * scale, lr.height * scale)
+        row = [lr.resize(size, resample=Image.NEAREST), bicubic(lr, size), *(out[i] for out in outputs)]
+        rows.append(row + ([hrs[i]] if hrs else []))
+    return columns, rows
+
+
 def zoom_box(size: tuple[int, int], centre: tuple[float, float], fraction: float) -> tuple[int, int, int, int]:
     """A square box of `fraction` of the shorter side, centred at `centre` (fractions of width and height)."""
     w, h = size

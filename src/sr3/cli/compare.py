@@ -54,7 +54,7 @@ def parse_zoom(text: str) -> tuple[tuple[float, float], float]:
 
 
 def run(args: argparse.Namespace) -> None:
-    from sr3.compare import bicubic, check_same_scale, contact_sheet, parse_method, run_methods, zoom_box
+    from sr3.compare import check_same_scale, contact_sheet, parse_method, run_methods, sheet_panels, zoom_box
     from sr3.data.degradations import degraded_pair
     from sr3.imaging import load_image, to_pil
     from sr3.noise import seeded_generator
@@ -79,12 +79,7 @@ def run(args: argparse.Namespace) -> None:
         hrs, lrs = None, images
     with tqdm(total=len(methods) * len(lrs), desc="compare", unit="image", disable=args.quiet) as bar:
         outputs = run_methods(methods, lrs, args.seed, upscalers, bar.update)
-    columns = ["LR (nearest)", "bicubic", *(m.label for m in methods)] + (["HR"] if hrs else [])
-    rows = []
-    for i, lr in enumerate(lrs):
-        size = (lr.width * scale, lr.height * scale)
-        row = [lr.resize(size, resample=0), bicubic(lr, size), *(out[i] for out in outputs)]
-        rows.append(row + ([hrs[i]] if hrs else []))
+    columns, rows = sheet_panels([m.label for m in methods], lrs, outputs, hrs, scale)
     boxes = [zoom_box(row[0].size, centre, fraction) for row in rows]
     sheet = contact_sheet(columns, rows, boxes, args.panel)
     try:
